@@ -1,0 +1,10 @@
+//! Unit files: parsing (raw), `${VAR}` expansion, validation into the model.
+//! Pure apart from reading the files it is given; no tokio, no spawning.
+
+pub mod expand;
+pub mod raw;
+pub mod unit;
+pub mod validate;
+
+pub use unit::{Unit, UnitSet};
+pub use validate::{load_dir, ConfigError, LoadContext};

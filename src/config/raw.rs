@@ -1,0 +1,115 @@
+//! The serde mirror of a unit file: exactly the TOML shape, unknown keys
+//! rejected, every value that can be wrong kept with its span so that
+//! validation can point at file:line:column.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnitFile {
+    #[serde(default)]
+    pub unit: RawUnitSection,
+    pub service: Option<Spanned<RawService>>,
+    pub log: Option<RawLog>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnitSection {
+    pub description: Option<String>,
+    #[serde(default)]
+    pub requires: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub wants: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub after: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub profiles: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub critical: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub command: Option<Spanned<Vec<Spanned<String>>>>,
+    pub shell: Option<Spanned<String>>,
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<ServiceKind>>,
+    pub working_dir: Option<Spanned<String>>,
+    pub user: Option<Spanned<UserRef>>,
+    pub group: Option<Spanned<UserRef>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub env_file: Vec<Spanned<String>>,
+    pub restart: Option<Spanned<RestartPolicy>>,
+    pub restart_delay: Option<Spanned<String>>,
+    pub restart_delay_max: Option<Spanned<String>>,
+    pub start_limit_burst: Option<Spanned<u32>>,
+    pub start_limit_interval: Option<Spanned<String>>,
+    pub stop_signal: Option<Spanned<String>>,
+    pub stop_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    Simple,
+    Oneshot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    OnFailure,
+    Always,
+}
+
+/// A user or group given by name or by numeric id.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(expecting = "a user or group name (string) or a numeric id")]
+#[serde(try_from = "toml::Value")]
+pub enum UserRef {
+    Name(String),
+    Id(u32),
+}
+
+impl TryFrom<toml::Value> for UserRef {
+    type Error = String;
+    fn try_from(v: toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::String(s) => Ok(UserRef::Name(s)),
+            toml::Value::Integer(i) => u32::try_from(i)
+                .map(UserRef::Id)
+                .map_err(|_| format!("invalid id {i}: expected 0..={}", u32::MAX)),
+            other => Err(format!(
+                "invalid type: {}, expected a name (string) or a numeric id",
+                other.type_str()
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub prefix: Option<String>,
+    pub file: Option<Spanned<String>>,
+    pub rotate: Option<Spanned<Rotation>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rotation {
+    Never,
+    Hourly,
+    Daily,
+}
+
+pub fn parse(text: &str) -> Result<RawUnitFile, toml::de::Error> {
+    toml::from_str(text)
+}

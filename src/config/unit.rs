@@ -1,0 +1,87 @@
+//! The validated unit model: what the supervisor runs. Every value here has
+//! been checked, expanded and resolved (program path, user ids), so nothing
+//! downstream needs to fail on configuration.
+
+use crate::process::signal::Signal;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use super::raw::{RestartPolicy, Rotation, ServiceKind};
+
+/// All units of a units dir, active and disabled, sorted by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitSet {
+    pub units: Vec<Unit>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unit {
+    pub name: String,
+    pub file: PathBuf,
+    pub description: Option<String>,
+    pub requires: Vec<String>,
+    pub wants: Vec<String>,
+    pub after: Vec<String>,
+    pub profiles: Vec<String>,
+    pub critical: bool,
+    /// False when none of the unit's profiles is on: shown as `disabled`.
+    pub enabled: bool,
+    /// Present for every enabled unit; disabled units are not resolved
+    /// (their programs and users may not exist on this machine).
+    pub service: Option<Service>,
+    pub log: LogSpec,
+}
+
+impl Unit {
+    /// Every unit this one is ordered after, whatever the kind of edge.
+    pub fn ordering_deps(&self) -> impl Iterator<Item = &str> {
+        self.requires
+            .iter()
+            .chain(&self.wants)
+            .chain(&self.after)
+            .map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub kind: ServiceKind,
+    /// argv[0] as written, for display and as the child's argv[0].
+    pub argv: Vec<String>,
+    /// argv[0] resolved on PATH at load.
+    pub program: PathBuf,
+    pub working_dir: Option<PathBuf>,
+    pub credentials: Option<Credentials>,
+    /// The full environment of the child, in order. Values are secrets:
+    /// never print them.
+    pub env: Vec<(OsString, OsString)>,
+    pub restart: RestartPolicy,
+    pub restart_delay: Duration,
+    pub restart_delay_max: Duration,
+    pub start_limit_burst: u32,
+    pub start_limit_interval: Duration,
+    pub stop_signal: Signal,
+    pub stop_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user_name: Option<String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSpec {
+    pub prefix: String,
+    pub file: Option<PathBuf>,
+    pub rotate: Rotation,
+}
+
+pub const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(1);
+pub const DEFAULT_RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
+pub const DEFAULT_START_LIMIT_BURST: u32 = 5;
+pub const DEFAULT_START_LIMIT_INTERVAL: Duration = Duration::from_secs(120);
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,770 @@
+//! Raw unit files → the validated [`UnitSet`]. Collects every error of every
+//! file, each with file:line:column, instead of stopping at the first.
+
+use super::expand::expand;
+use super::raw::{self, RawService, RawUnitFile, UserRef};
+use super::unit::*;
+use crate::graph;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::{CString, OsString};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// One problem in the configuration, located as precisely as we can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub unit: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        if let Some(unit) = &self.unit {
+            write!(f, "unit {unit}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// What loading depends on besides the files: passed in so that this module
+/// stays free of global state.
+pub struct LoadContext {
+    pub env: Vec<(OsString, OsString)>,
+    pub profiles: Vec<String>,
+    /// Whether flowinit can switch users (it runs as root).
+    pub can_switch_user: bool,
+}
+
+impl LoadContext {
+    pub fn from_process(profiles: Vec<String>) -> LoadContext {
+        LoadContext {
+            env: std::env::vars_os().collect(),
+            profiles,
+            can_switch_user: nix::unistd::geteuid().is_root(),
+        }
+    }
+
+    fn var(&self, name: &str) -> Option<String> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_string_lossy().into_owned())
+    }
+}
+
+/// Loads and validates every `*.toml` file of `dir`.
+pub fn load_dir(dir: &Path, ctx: &LoadContext) -> Result<UnitSet, Vec<ConfigError>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            return Err(vec![ConfigError {
+                file: dir.to_path_buf(),
+                line: 1,
+                column: 1,
+                unit: None,
+                message: format!("cannot read units dir: {e}"),
+            }])
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    let files: Vec<(PathBuf, Result<String, String>)> = paths
+        .into_iter()
+        .map(|p| {
+            let text =
+                std::fs::read_to_string(&p).map_err(|e| format!("cannot read unit file: {e}"));
+            (p, text)
+        })
+        .collect();
+    load_files(&files, ctx)
+}
+
+/// Validates already-read files (path, contents); the unit name is the
+/// file stem.
+pub fn load_files(
+    files: &[(PathBuf, Result<String, String>)],
+    ctx: &LoadContext,
+) -> Result<UnitSet, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut parsed = Vec::new();
+    for (path, text) in files {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let at_start = |message: String| ConfigError {
+            file: path.clone(),
+            line: 1,
+            column: 1,
+            unit: Some(name.clone()),
+            message,
+        };
+        if !valid_unit_name(&name) {
+            errors.push(at_start(format!(
+                "invalid unit name {name:?}: the file name must match [a-z0-9][a-z0-9_-]*.toml"
+            )));
+            continue;
+        }
+        let text = match text {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(at_start(e.clone()));
+                continue;
+            }
+        };
+        let file = FileCtx {
+            path,
+            name: name.clone(),
+            text,
+        };
+        match raw::parse(text) {
+            Ok(raw) => match build_unit(&file, raw, ctx, &mut errors) {
+                Some(pending) => parsed.push(pending),
+                None => continue,
+            },
+            Err(e) => {
+                let msg = e.message().trim_end().to_string();
+                errors.push(file.error(e.span(), msg));
+            }
+        }
+    }
+    check_graph(&parsed, &mut errors);
+    if errors.is_empty() {
+        let mut units: Vec<Unit> = parsed.into_iter().map(|p| p.unit).collect();
+        units.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(UnitSet { units })
+    } else {
+        Err(errors)
+    }
+}
+
+fn valid_unit_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+struct FileCtx<'a> {
+    path: &'a Path,
+    name: String,
+    text: &'a str,
+}
+
+impl FileCtx<'_> {
+    fn error(&self, span: Option<Range<usize>>, message: String) -> ConfigError {
+        let (line, column) = line_col(self.text, span.map_or(0, |s| s.start));
+        ConfigError {
+            file: self.path.to_path_buf(),
+            line,
+            column,
+            unit: Some(self.name.clone()),
+            message,
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// A unit plus the spans of its dependency names, for graph errors.
+struct Pending<'a> {
+    unit: Unit,
+    file: FileCtx<'a>,
+    deps: Vec<(DepKind, Spanned<String>)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DepKind {
+    Requires,
+    Wants,
+    After,
+}
+
+fn build_unit<'a>(
+    file: &FileCtx<'a>,
+    raw: RawUnitFile,
+    ctx: &LoadContext,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Pending<'a>> {
+    let before = errors.len();
+    let u = raw.unit;
+    let profiles: Vec<String> = u.profiles.iter().map(|p| p.get_ref().clone()).collect();
+    let enabled = profiles.is_empty() || profiles.iter().any(|p| ctx.profiles.contains(p));
+    let mut deps = Vec::new();
+    for (kind, list) in [
+        (DepKind::Requires, &u.requires),
+        (DepKind::Wants, &u.wants),
+        (DepKind::After, &u.after),
+    ] {
+        for d in list {
+            if *d.get_ref() == file.name {
+                errors.push(file.error(Some(d.span()), "a unit cannot depend on itself".into()));
+            }
+            deps.push((kind, d.clone()));
+        }
+    }
+    let log = build_log(file, raw.log, errors);
+    let service = match raw.service {
+        None => {
+            errors.push(file.error(None, "missing [service] table (command or shell)".into()));
+            None
+        }
+        Some(s) => build_service(file, s, enabled, ctx, errors),
+    };
+    if errors.len() > before {
+        return None;
+    }
+    let names = |l: &[Spanned<String>]| l.iter().map(|s| s.get_ref().clone()).collect();
+    Some(Pending {
+        unit: Unit {
+            name: file.name.clone(),
+            file: file.path.to_path_buf(),
+            description: u.description,
+            requires: names(&u.requires),
+            wants: names(&u.wants),
+            after: names(&u.after),
+            profiles,
+            critical: u.critical,
+            enabled,
+            service: if enabled { service } else { None },
+            log,
+        },
+        file: FileCtx {
+            path: file.path,
+            name: file.name.clone(),
+            text: file.text,
+        },
+        deps,
+    })
+}
+
+fn build_log(file: &FileCtx, raw: Option<raw::RawLog>, errors: &mut Vec<ConfigError>) -> LogSpec {
+    let Some(raw) = raw else {
+        return LogSpec {
+            prefix: file.name.clone(),
+            file: None,
+            rotate: Rotation::Never,
+        };
+    };
+    if raw.file.is_none() {
+        if let Some(r) = &raw.rotate {
+            errors.push(file.error(Some(r.span()), "rotate needs [log] file".into()));
+        }
+    }
+    LogSpec {
+        prefix: raw.prefix.unwrap_or_else(|| file.name.clone()),
+        file: raw.file.map(|f| PathBuf::from(f.into_inner())),
+        rotate: raw.rotate.map_or(Rotation::Never, |r| *r.get_ref()),
+    }
+}
+
+fn duration(
+    file: &FileCtx,
+    raw: &Option<Spanned<String>>,
+    default: Duration,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
+    let Some(raw) = raw else { return default };
+    match humantime::parse_duration(raw.get_ref()) {
+        Ok(d) => d,
+        Err(e) => {
+            errors.push(file.error(
+                Some(raw.span()),
+                format!(
+                    "invalid duration {:?}: {e} (examples: \"500ms\", \"10s\", \"1m 30s\")",
+                    raw.get_ref()
+                ),
+            ));
+            default
+        }
+    }
+}
+
+fn build_service(
+    file: &FileCtx,
+    spanned: Spanned<RawService>,
+    enabled: bool,
+    ctx: &LoadContext,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Service> {
+    let table_span = spanned.span();
+    let s = spanned.into_inner();
+    let kind = s
+        .kind
+        .as_ref()
+        .map_or(ServiceKind::Simple, |k| *k.get_ref());
+    let restart = s
+        .restart
+        .as_ref()
+        .map_or(RestartPolicy::OnFailure, |r| *r.get_ref());
+    if let (ServiceKind::Oneshot, Some(r)) = (kind, &s.restart) {
+        if *r.get_ref() == RestartPolicy::Always {
+            errors.push(file.error(
+                Some(r.span()),
+                "restart = \"always\" makes no sense for a oneshot (use \"on-failure\" or \"no\")".into(),
+            ));
+        }
+    }
+    let restart_delay = duration(file, &s.restart_delay, DEFAULT_RESTART_DELAY, errors);
+    let restart_delay_max = duration(
+        file,
+        &s.restart_delay_max,
+        DEFAULT_RESTART_DELAY_MAX,
+        errors,
+    );
+    let start_limit_interval = duration(
+        file,
+        &s.start_limit_interval,
+        DEFAULT_START_LIMIT_INTERVAL,
+        errors,
+    );
+    let stop_timeout = duration(file, &s.stop_timeout, DEFAULT_STOP_TIMEOUT, errors);
+    let start_limit_burst = match &s.start_limit_burst {
+        Some(b) if *b.get_ref() == 0 => {
+            errors.push(file.error(
+                Some(b.span()),
+                "start_limit_burst must be at least 1".into(),
+            ));
+            1
+        }
+        Some(b) => *b.get_ref(),
+        None => DEFAULT_START_LIMIT_BURST,
+    };
+    let stop_signal = match &s.stop_signal {
+        None => crate::process::signal::Signal::TERM,
+        Some(sig) => match sig.get_ref().parse() {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(file.error(Some(sig.span()), e));
+                crate::process::signal::Signal::TERM
+            }
+        },
+    };
+    let raw_argv: Option<(Range<usize>, Vec<Spanned<String>>)> = match (&s.command, &s.shell) {
+        (Some(_), Some(sh)) => {
+            errors.push(file.error(
+                Some(sh.span()),
+                "set either command or shell, not both".into(),
+            ));
+            None
+        }
+        (None, None) => {
+            errors.push(file.error(
+                Some(table_span),
+                "[service] needs command (argv list) or shell (a /bin/sh -c script)".into(),
+            ));
+            None
+        }
+        (Some(c), None) if c.get_ref().is_empty() => {
+            errors.push(file.error(Some(c.span()), "command must not be empty".into()));
+            None
+        }
+        (Some(c), None) => Some((c.span(), c.get_ref().clone())),
+        (None, Some(sh)) => Some((
+            sh.span(),
+            vec![
+                Spanned::new(sh.span(), "/bin/sh".to_string()),
+                Spanned::new(sh.span(), "-c".to_string()),
+                sh.clone(),
+            ],
+        )),
+    };
+    if !enabled {
+        return None;
+    }
+    let lookup = |name: &str| ctx.var(name);
+    let mut expand_at = |v: &Spanned<String>| match expand(v.get_ref(), &lookup) {
+        Ok(x) => Some(x),
+        Err(e) => {
+            errors.push(file.error(Some(v.span()), e.to_string()));
+            None
+        }
+    };
+    let argv: Option<Vec<String>> = raw_argv
+        .as_ref()
+        .map(|(_, a)| a.iter().map(&mut expand_at).collect::<Vec<_>>())
+        .and_then(|v| v.into_iter().collect());
+    let working_dir = s
+        .working_dir
+        .as_ref()
+        .and_then(&mut expand_at)
+        .map(PathBuf::from);
+    let unit_env: BTreeMap<String, Option<String>> = s
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), expand_at(v)))
+        .collect();
+
+    let credentials = resolve_credentials(file, &s.user, &s.group, ctx, errors);
+    let mut env: Vec<(OsString, OsString)> = ctx
+        .env
+        .iter()
+        .filter(|(k, _)| k != "NOTIFY_SOCKET")
+        .cloned()
+        .collect();
+    if let Some(c) = &credentials {
+        if let Some(name) = &c.user_name {
+            set_env(&mut env, "USER", name.into());
+            set_env(&mut env, "LOGNAME", name.into());
+        }
+        if let Ok(Some(pw)) = nix::unistd::User::from_uid(c.uid.into()) {
+            set_env(&mut env, "HOME", pw.dir.into_os_string());
+            set_env(&mut env, "SHELL", pw.shell.into_os_string());
+        }
+    }
+    for f in &s.env_file {
+        let (optional, path) = match f.get_ref().strip_prefix('-') {
+            Some(p) => (true, p),
+            None => (false, f.get_ref().as_str()),
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => match parse_env_file(&text) {
+                Ok(pairs) => pairs.into_iter().for_each(|(k, v)| set_env(&mut env, &k, v.into())),
+                Err((line, msg)) => errors.push(file.error(
+                    Some(f.span()),
+                    format!("env_file {path}: line {line}: {msg}"),
+                )),
+            },
+            Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(file.error(
+                Some(f.span()),
+                format!("cannot read env_file {path}: {e} (prefix the path with \"-\" to make it optional)"),
+            )),
+        }
+    }
+    for (k, v) in unit_env {
+        if !valid_env_key(&k) {
+            let span = s.env.get(&k).map(|v| v.span());
+            errors.push(file.error(span, format!("invalid environment variable name {k:?}")));
+        }
+        if let Some(v) = v {
+            set_env(&mut env, &k, v.into());
+        }
+    }
+    let argv = argv?;
+    let (cmd_span, _) = raw_argv?;
+    let path_var = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone());
+    let cwd = working_dir
+        .clone()
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let program = match which::which_in(
+        &argv[0],
+        path_var.or_else(|| Some("/usr/local/bin:/usr/bin:/bin".into())),
+        &cwd,
+    ) {
+        Ok(p) => p,
+        Err(_) => {
+            errors.push(file.error(
+                Some(cmd_span),
+                format!(
+                    "program {:?} not found on PATH (or not executable)",
+                    argv[0]
+                ),
+            ));
+            return None;
+        }
+    };
+    Some(Service {
+        kind,
+        argv,
+        program,
+        working_dir,
+        credentials,
+        env,
+        restart,
+        restart_delay,
+        restart_delay_max,
+        start_limit_burst,
+        start_limit_interval,
+        stop_signal,
+        stop_timeout,
+    })
+}
+
+fn set_env(env: &mut Vec<(OsString, OsString)>, key: &str, value: OsString) {
+    match env.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value,
+        None => env.push((key.into(), value)),
+    }
+}
+
+fn valid_env_key(k: &str) -> bool {
+    !k.is_empty() && !k.contains('=') && !k.contains('\0')
+}
+
+/// `KEY=VALUE` lines; blank lines and `#` comments skipped; an optional
+/// `export ` prefix; one pair of matching quotes around the value removed.
+/// Values are taken literally (no expansion). Errors carry the line number.
+pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            return Err((i + 1, "expected KEY=VALUE".into()));
+        };
+        let k = k.trim();
+        if !valid_env_key(k) || k.contains(char::is_whitespace) {
+            return Err((i + 1, format!("invalid variable name {k:?}")));
+        }
+        let v = v.trim();
+        let v = ['"', '\'']
+            .iter()
+            .find_map(|q| v.strip_prefix(*q).and_then(|x| x.strip_suffix(*q)))
+            .unwrap_or(v);
+        out.push((k.to_string(), v.to_string()));
+    }
+    Ok(out)
+}
+
+fn resolve_credentials(
+    file: &FileCtx,
+    user: &Option<Spanned<UserRef>>,
+    group: &Option<Spanned<UserRef>>,
+    ctx: &LoadContext,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Credentials> {
+    if user.is_none() && group.is_none() {
+        return None;
+    }
+    let span = user.as_ref().or(group.as_ref()).map(|s| s.span());
+    if !ctx.can_switch_user {
+        errors.push(file.error(span, "user/group need flowinit to run as root".into()));
+        return None;
+    }
+    use nix::unistd::{Group, User};
+    let mut creds = Credentials {
+        user_name: None,
+        uid: 0,
+        gid: 0,
+        groups: Vec::new(),
+    };
+    if let Some(u) = user {
+        let found = match u.get_ref() {
+            UserRef::Name(n) => User::from_name(n).ok().flatten(),
+            UserRef::Id(id) => User::from_uid((*id).into()).ok().flatten(),
+        };
+        match (found, u.get_ref()) {
+            (Some(pw), _) => {
+                creds.uid = pw.uid.as_raw();
+                creds.gid = pw.gid.as_raw();
+                if let Ok(cname) = CString::new(pw.name.clone()) {
+                    if let Ok(groups) = nix::unistd::getgrouplist(&cname, pw.gid) {
+                        creds.groups = groups.into_iter().map(|g| g.as_raw()).collect();
+                    }
+                }
+                creds.user_name = Some(pw.name);
+            }
+            (None, UserRef::Id(id)) => {
+                creds.uid = *id;
+                creds.gid = *id;
+            }
+            (None, UserRef::Name(n)) => {
+                errors.push(file.error(
+                    Some(u.span()),
+                    format!("unknown user {n:?} (not in /etc/passwd)"),
+                ));
+                return None;
+            }
+        }
+    }
+    if let Some(g) = group {
+        let found = match g.get_ref() {
+            UserRef::Name(n) => Group::from_name(n).ok().flatten().map(|g| g.gid.as_raw()),
+            UserRef::Id(id) => Some(*id),
+        };
+        match found {
+            Some(gid) => {
+                creds.gid = gid;
+                if user.is_none() {
+                    creds.groups = vec![gid];
+                }
+            }
+            None => {
+                errors.push(file.error(
+                    Some(g.span()),
+                    format!("unknown group {:?} (not in /etc/group)", g.get_ref()),
+                ));
+                return None;
+            }
+        }
+    }
+    if !creds.groups.contains(&creds.gid) {
+        creds.groups.insert(0, creds.gid);
+    }
+    Some(creds)
+}
+
+fn check_graph(units: &[Pending], errors: &mut Vec<ConfigError>) {
+    let by_name: HashMap<&str, &Pending> =
+        units.iter().map(|p| (p.unit.name.as_str(), p)).collect();
+    let mut known_bad = HashSet::new();
+    for p in units {
+        for (kind, dep) in &p.deps {
+            match by_name.get(dep.get_ref().as_str()) {
+                None => {
+                    errors.push(p.file.error(
+                        Some(dep.span()),
+                        format!(
+                            "unknown unit {:?} in dependencies (no {}.toml in the units dir)",
+                            dep.get_ref(),
+                            dep.get_ref()
+                        ),
+                    ));
+                    known_bad.insert(p.unit.name.clone());
+                }
+                Some(d) if *kind == DepKind::Requires && p.unit.enabled && !d.unit.enabled => {
+                    errors.push(p.file.error(
+                        Some(dep.span()),
+                        format!("requires {:?}, which is disabled (profiles: {}); use wants, or turn on its profile", dep.get_ref(), d.unit.profiles.join(", ")),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let nodes: Vec<(&str, Vec<&str>)> = units
+        .iter()
+        .map(|p| {
+            (
+                p.unit.name.as_str(),
+                p.unit
+                    .ordering_deps()
+                    .filter(|d| by_name.contains_key(d))
+                    .collect(),
+            )
+        })
+        .collect();
+    for cycle in graph::find_cycles(&nodes) {
+        let Some(first) = cycle.first().and_then(|n| by_name.get(n.as_str())) else {
+            continue;
+        };
+        let next = cycle.get(1).cloned().unwrap_or_default();
+        let span = first
+            .deps
+            .iter()
+            .find(|(_, d)| *d.get_ref() == next)
+            .map(|(_, d)| d.span());
+        let mut shown = cycle.clone();
+        shown.push(cycle[0].clone());
+        errors.push(
+            first
+                .file
+                .error(span, format!("dependency cycle: {}", shown.join(" → "))),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> LoadContext {
+        LoadContext {
+            env: vec![
+                ("PATH".into(), "/usr/bin:/bin".into()),
+                ("HOST".into(), "h".into()),
+            ],
+            profiles: vec!["dev".into()],
+            can_switch_user: true,
+        }
+    }
+
+    fn load(files: &[(&str, &str)]) -> Result<UnitSet, Vec<String>> {
+        let files: Vec<_> = files
+            .iter()
+            .map(|(n, t)| (PathBuf::from(format!("u/{n}.toml")), Ok(t.to_string())))
+            .collect();
+        load_files(&files, &ctx()).map_err(|e| e.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn minimal_unit_gets_defaults() {
+        let set = load(&[(
+            "web",
+            "[service]\ncommand = [\"sh\", \"-c\", \"echo ${HOST}\"]\n",
+        )])
+        .unwrap();
+        let s = set.units[0].service.as_ref().unwrap();
+        assert_eq!(s.argv, ["sh", "-c", "echo h"]);
+        assert!(s.program.is_absolute());
+        assert_eq!(s.restart, RestartPolicy::OnFailure);
+        assert_eq!(s.stop_timeout, DEFAULT_STOP_TIMEOUT);
+        assert_eq!(set.units[0].log.prefix, "web");
+    }
+
+    #[test]
+    fn errors_point_at_line_and_column() {
+        let errs = load(&[(
+            "a",
+            "[service]\ncommand = [\"true\"]\nstop_timeout = \"ten\"\n",
+        )])
+        .unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("u/a.toml:3:16: unit a: invalid duration \"ten\""),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn cycle_is_printed_whole() {
+        let unit =
+            |dep: &str| format!("[unit]\nafter = [\"{dep}\"]\n[service]\ncommand = [\"true\"]\n");
+        let errs = load(&[("a", &unit("b")), ("b", &unit("c")), ("c", &unit("a"))]).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("dependency cycle: a → b → c → a"),
+            "{}",
+            errs[0]
+        );
+        assert!(errs[0].starts_with("u/a.toml:2:10:"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn disabled_units_are_not_resolved() {
+        let set = load(&[(
+            "pg",
+            "[unit]\nprofiles = [\"prod-only\"]\n[service]\ncommand = [\"no-such-program-xyz\"]\n",
+        )])
+        .unwrap();
+        assert!(!set.units[0].enabled);
+        assert!(set.units[0].service.is_none());
+    }
+
+    #[test]
+    fn env_file_parsing() {
+        let pairs = parse_env_file("# c\n\nA=1\nexport B = \"two words\"\nC='x'\n").unwrap();
+        assert_eq!(
+            pairs,
+            [
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "x".into())
+            ]
+        );
+        assert_eq!(parse_env_file("A=1\nnonsense\n").unwrap_err().0, 2);
+    }
+}

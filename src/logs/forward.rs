@@ -1,0 +1,154 @@
+//! One task per service pipe: read chunks, split into lines, format them
+//! (prefix or JSON), keep the tail in the unit's ring buffer, copy to the
+//! unit's log file, and hand the batch to the sink. Returns at EOF, after
+//! delivering a final line without newline.
+
+use super::ring::{LogLine, RingLog};
+use super::sink::{json_string, timestamp, LogFormat, LogSink, Stream};
+use super::split::LineSplitter;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::io::AsyncReadExt;
+
+/// Longer lines are cut into pieces of this size.
+pub const MAX_LINE: usize = 64 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Everything a forwarder needs to know about its unit.
+#[derive(Clone)]
+pub struct UnitLog {
+    pub name: Arc<str>,
+    /// The prefix already padded for alignment, without " | ".
+    pub padded_prefix: Arc<str>,
+    pub ring: Arc<RingLog>,
+    /// Optional copy of the unit's lines (raw, one per line).
+    pub file: Option<tracing_appender::non_blocking::NonBlocking>,
+}
+
+pub async fn forward(pipe: OwnedFd, stream: Stream, unit: UnitLog, sink: LogSink) {
+    let mut pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(
+                "unit {}: cannot read its {}: {e}",
+                unit.name,
+                stream.as_str()
+            );
+            return;
+        }
+    };
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut splitter = LineSplitter::new(MAX_LINE);
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(
+                    "unit {}: reading its {} failed: {e}",
+                    unit.name,
+                    stream.as_str()
+                );
+                break;
+            }
+        };
+        let chunk = &buf[..n];
+        // Only the last lines of a chunk can survive in the ring: skip
+        // allocating for the others.
+        let lines = memchr::memchr_iter(b'\n', chunk).count();
+        let keep_from = lines.saturating_sub(unit.ring.capacity());
+        let mut batch = Batch::new(&unit, stream, sink.format, n, keep_from);
+        splitter.push(chunk, &mut |line| batch.line(line));
+        batch.flush(&sink).await;
+    }
+    let mut batch = Batch::new(&unit, stream, sink.format, 0, 0);
+    splitter.finish(&mut |line| batch.line(line));
+    batch.flush(&sink).await;
+}
+
+struct Batch<'a> {
+    unit: &'a UnitLog,
+    stream: Stream,
+    format: LogFormat,
+    now: SystemTime,
+    ts: Option<String>,
+    out: Vec<u8>,
+    file_copy: Vec<u8>,
+    index: usize,
+    keep_from: usize,
+}
+
+impl<'a> Batch<'a> {
+    fn new(
+        unit: &'a UnitLog,
+        stream: Stream,
+        format: LogFormat,
+        size: usize,
+        keep_from: usize,
+    ) -> Batch<'a> {
+        let now = SystemTime::now();
+        Batch {
+            unit,
+            stream,
+            format,
+            now,
+            ts: (format == LogFormat::Json).then(|| timestamp(now)),
+            out: Vec::with_capacity(size + size / 8 + 64),
+            file_copy: Vec::new(),
+            index: 0,
+            keep_from,
+        }
+    }
+
+    fn line(&mut self, raw: &[u8]) {
+        let text = String::from_utf8_lossy(raw);
+        match self.format {
+            LogFormat::Plain => {
+                self.out
+                    .extend_from_slice(self.unit.padded_prefix.as_bytes());
+                self.out.extend_from_slice(b" | ");
+                self.out.extend_from_slice(text.as_bytes());
+                self.out.push(b'\n');
+            }
+            LogFormat::Json => {
+                self.out.extend_from_slice(b"{\"ts\":\"");
+                self.out
+                    .extend_from_slice(self.ts.as_deref().unwrap_or("").as_bytes());
+                self.out.extend_from_slice(b"\",\"unit\":");
+                json_string(&mut self.out, &self.unit.name);
+                self.out.extend_from_slice(b",\"stream\":\"");
+                self.out.extend_from_slice(self.stream.as_str().as_bytes());
+                self.out.extend_from_slice(b"\",\"msg\":");
+                json_string(&mut self.out, &text);
+                self.out.extend_from_slice(b"}\n");
+            }
+        }
+        if self.unit.file.is_some() {
+            self.file_copy.extend_from_slice(text.as_bytes());
+            self.file_copy.push(b'\n');
+        }
+        if self.index >= self.keep_from {
+            self.unit.ring.push(LogLine {
+                ts: self.now,
+                stream: self.stream,
+                text: text.into_owned(),
+            });
+        }
+        self.index += 1;
+    }
+
+    async fn flush(self, sink: &LogSink) {
+        if let (Some(file), false) = (&self.unit.file, self.file_copy.is_empty()) {
+            let mut file = file.clone();
+            if let Err(e) = file.write_all(&self.file_copy) {
+                tracing::warn!("unit {}: writing its log file failed: {e}", self.unit.name);
+            }
+        }
+        if !self.out.is_empty() {
+            sink.send(self.stream, self.out).await;
+        }
+    }
+}

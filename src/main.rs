@@ -1,0 +1,115 @@
+//! flowinit: PID 1 and service supervisor for containers. Thin entry point:
+//! parse the command line, dispatch, map the outcome to an exit code.
+
+mod cli;
+mod config;
+mod graph;
+mod logs;
+mod process;
+mod single;
+mod supervisor;
+
+use clap::Parser;
+use cli::{Cli, Command, UnitsArgs, UpArgs};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    // `flowinit -- CMD…` is handled before clap so that nothing in CMD's
+    // arguments is ever taken for one of ours.
+    if args.get(1).map(String::as_str) == Some("--") {
+        return ExitCode::from(single::run(&args[2..]));
+    }
+    let cli = Cli::parse();
+    let code = match cli.command {
+        None => up(cli.up),
+        Some(Command::Up(a)) => up(a),
+        Some(Command::Check(a)) => check(&a),
+    };
+    ExitCode::from(code)
+}
+
+fn load(args: &UnitsArgs) -> Result<config::UnitSet, Vec<config::ConfigError>> {
+    let ctx = config::LoadContext::from_process(args.profiles());
+    config::load_dir(&args.units_dir(), &ctx)
+}
+
+fn print_errors(errors: &[config::ConfigError]) {
+    for e in errors {
+        eprintln!("{e}");
+    }
+    eprintln!("flowinit: {} error(s) in the unit files", errors.len());
+}
+
+fn check(args: &UnitsArgs) -> u8 {
+    match load(args) {
+        Ok(set) => {
+            let enabled = set.units.iter().filter(|u| u.enabled).count();
+            println!(
+                "{}: {} units OK ({} enabled, {} disabled by profile)",
+                args.units_dir().display(),
+                set.units.len(),
+                enabled,
+                set.units.len() - enabled
+            );
+            0
+        }
+        Err(errors) => {
+            print_errors(&errors);
+            1
+        }
+    }
+}
+
+fn up(args: UpArgs) -> u8 {
+    let shutdown_timeout = match args.shutdown_timeout() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("flowinit: {e}");
+            return 2;
+        }
+    };
+    let set = match load(&args.units) {
+        Ok(set) => set,
+        Err(errors) => {
+            print_errors(&errors);
+            return 2;
+        }
+    };
+    become_subreaper_unless_pid1();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flowinit: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(async move {
+        let sink = match logs::LogSink::start(logs::LogFormat::from_env()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("flowinit: cannot start the log writers: {e}");
+                return 1;
+            }
+        };
+        logs::events::init(sink.clone());
+        let code = supervisor::run(set, shutdown_timeout, sink).await;
+        // Give the writer threads a moment to drain what is queued.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        code
+    })
+}
+
+/// As PID 1 orphans come to us anyway; otherwise ask the kernel to send
+/// them to us (PR_SET_CHILD_SUBREAPER).
+fn become_subreaper_unless_pid1() {
+    if std::process::id() != 1 {
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            eprintln!("flowinit: warning: cannot become a child subreaper ({e}); orphans will not be reaped by flowinit");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Typed OS values: signals, process groups, pids and how a process ended.
+//! The only way to signal anything is through [`Pgid::signal`] or
+//! [`Pid::signal`], so a raw `kill(-1, …)` cannot be written by accident.
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, killpg, Signal as NixSignal};
+use nix::unistd::Pid as NixPid;
+use std::fmt;
+use std::str::FromStr;
+
+/// A signal number known to be valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signal(pub NixSignal);
+
+impl Signal {
+    pub const TERM: Signal = Signal(NixSignal::SIGTERM);
+    pub const KILL: Signal = Signal(NixSignal::SIGKILL);
+
+    pub fn number(self) -> i32 {
+        self.0 as i32
+    }
+
+    pub fn from_number(n: i32) -> Option<Signal> {
+        NixSignal::try_from(n).ok().map(Signal)
+    }
+}
+
+impl FromStr for Signal {
+    type Err = String;
+    /// Accepts `SIGTERM`, `TERM` (any case) or a number.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("unknown signal {s:?} (expected a name like \"SIGTERM\" or a number)");
+        if let Ok(n) = s.parse::<i32>() {
+            return Signal::from_number(n).ok_or_else(bad);
+        }
+        let upper = s.to_ascii_uppercase();
+        let full = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
+        NixSignal::from_str(&full).map(Signal).map_err(|_| bad())
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+/// A process id greater than zero. Constructing one from 0 or a negative
+/// number is impossible, so signalling it never means "every process".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pid(i32);
+
+impl Pid {
+    pub fn new(raw: i32) -> Option<Pid> {
+        (raw > 0).then_some(Pid(raw))
+    }
+    pub fn raw(self) -> i32 {
+        self.0
+    }
+    /// Signals this one process. `Ok(false)` when it is already gone.
+    pub fn signal(self, sig: Signal) -> Result<bool, Errno> {
+        gone_is_false(kill(NixPid::from_raw(self.0), sig.0))
+    }
+}
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A process group id (the leader's pid; every service is a group leader).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pgid(Pid);
+
+impl Pgid {
+    pub fn of_leader(pid: Pid) -> Pgid {
+        Pgid(pid)
+    }
+    /// Signals the whole group. `Ok(false)` when no member is left.
+    pub fn signal(self, sig: Signal) -> Result<bool, Errno> {
+        gone_is_false(killpg(NixPid::from_raw(self.0.raw()), sig.0))
+    }
+    /// True while any member of the group still exists (zombies included
+    /// until they are reaped).
+    pub fn alive(self) -> bool {
+        matches!(
+            killpg(NixPid::from_raw(self.0.raw()), None),
+            Ok(()) | Err(Errno::EPERM)
+        )
+    }
+}
+
+impl fmt::Display for Pgid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+fn gone_is_false(r: nix::Result<()>) -> Result<bool, Errno> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(Errno::ESRCH) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    Exited(i32),
+    Signaled(Signal),
+}
+
+impl Termination {
+    pub fn success(self) -> bool {
+        self == Termination::Exited(0)
+    }
+    /// The shell convention: the code, or 128+N for signal N.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Termination::Exited(c) => (c & 0xff) as u8,
+            Termination::Signaled(s) => (128 + s.number()).clamp(0, 255) as u8,
+        }
+    }
+}
+
+impl fmt::Display for Termination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Termination::Exited(c) => write!(f, "exited {c}"),
+            Termination::Signaled(s) => write!(f, "killed by {s}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_signal_names() {
+        for s in ["SIGTERM", "TERM", "term", "15"] {
+            assert_eq!(s.parse::<Signal>(), Ok(Signal::TERM), "{s}");
+        }
+        assert_eq!("SIGINT".parse::<Signal>().map(|s| s.number()), Ok(2));
+        assert!("SIGNOPE".parse::<Signal>().is_err());
+        assert!("0".parse::<Signal>().is_err());
+    }
+
+    #[test]
+    fn pid_rejects_non_positive() {
+        assert!(Pid::new(0).is_none());
+        assert!(Pid::new(-1).is_none());
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(Termination::Exited(3).exit_code(), 3);
+        assert_eq!(Termination::Signaled(Signal::KILL).exit_code(), 137);
+    }
+}

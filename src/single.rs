@@ -1,0 +1,89 @@
+//! Single-command mode, `flowinit -- CMD [ARG]...`: a drop-in for tini.
+//! One thread, no runtime: every forwardable signal is blocked and taken
+//! with sigwait, so forwarding and reaping happen in one place and a signal
+//! is never sent to a pid that was already reaped.
+
+use crate::process::reaper::{reap_blocking_until, spawn_unregistered};
+use crate::process::{Isolation, Signal, SpawnSpec, Stdio3};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal as S};
+use std::path::PathBuf;
+
+/// Signals that are the process's own business (faults) or job control
+/// noise; everything else is forwarded.
+const NOT_FORWARDED: [S; 9] = [
+    S::SIGFPE,
+    S::SIGILL,
+    S::SIGSEGV,
+    S::SIGBUS,
+    S::SIGABRT,
+    S::SIGTRAP,
+    S::SIGSYS,
+    S::SIGTTIN,
+    S::SIGTTOU,
+];
+
+pub fn run(cmd: &[String]) -> u8 {
+    let Some(program) = cmd.first() else {
+        eprintln!("flowinit: usage: flowinit -- CMD [ARG]...  (no command given)");
+        return 2;
+    };
+    crate::become_subreaper_unless_pid1();
+    let path: PathBuf = match which::which(program) {
+        Ok(p) => p,
+        Err(_) => {
+            eprintln!("flowinit: {program}: command not found");
+            return 127;
+        }
+    };
+    let mut set = SigSet::empty();
+    for sig in S::iterator() {
+        if !NOT_FORWARDED.contains(&sig) && sig != S::SIGKILL && sig != S::SIGSTOP {
+            set.add(sig);
+        }
+    }
+    if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
+        eprintln!("flowinit: cannot block signals: {e}");
+        return 1;
+    }
+    let spec = SpawnSpec {
+        program: path,
+        argv: cmd.to_vec(),
+        env: None,
+        working_dir: None,
+        credentials: None,
+        isolation: Isolation::ForegroundGroup,
+        stdio: Stdio3::Inherit,
+    };
+    let child = match spawn_unregistered(spec) {
+        Ok(pid) => pid,
+        Err(e) => {
+            eprintln!("flowinit: cannot run {program}: {e}");
+            return if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+        }
+    };
+    loop {
+        // The child may already be gone before the first wait.
+        match reap_blocking_until(child) {
+            Ok(Some(term)) => return term.exit_code(),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("flowinit: lost track of {program}: {e}");
+                return 1;
+            }
+        }
+        match set.wait() {
+            Ok(S::SIGCHLD) => {}
+            Ok(sig) => {
+                let _ = child.signal(Signal(sig));
+            }
+            Err(e) => {
+                eprintln!("flowinit: sigwait failed: {e}");
+                return 1;
+            }
+        }
+    }
+}
