@@ -108,11 +108,19 @@ fn pre_exec(isolation: Isolation, creds: Option<&(u32, u32, Vec<u32>)>) -> io::R
         }
         // Children inherit ignored dispositions and the signal mask across
         // exec; start every service from the defaults.
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
-        for sig in 1..65 {
+        // The raw syscall, because glibc's sigaction() refuses the signals
+        // it reserves (32, 33), which can still arrive ignored. An all-zero
+        // kernel sigaction is SIG_DFL, no flags, empty mask on every arch.
+        let dfl = [0u64; 4];
+        for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    dfl.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                );
             }
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
