@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod graph;
 mod logs;
+mod probe;
 mod process;
 mod single;
 mod supervisor;
@@ -14,10 +15,11 @@ use cli::{Cli, Command, UnitsArgs, UpArgs};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
+    // args_os: a command's arguments need not be UTF-8.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // `flowinit -- CMD…` is handled before clap so that nothing in CMD's
     // arguments is ever taken for one of ours.
-    if args.get(1).map(String::as_str) == Some("--") {
+    if args.get(1).is_some_and(|a| a == "--") {
         return ExitCode::from(single::run(&args[2..]));
     }
     let cli = Cli::parse();
@@ -29,8 +31,8 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn load(args: &UnitsArgs) -> Result<config::UnitSet, Vec<config::ConfigError>> {
-    let ctx = config::LoadContext::from_process(args.profiles());
+fn load(args: &UnitsArgs, offline: bool) -> Result<config::UnitSet, Vec<config::ConfigError>> {
+    let ctx = config::LoadContext::from_process(args.profiles(), offline);
     config::load_dir(&args.units_dir(), &ctx)
 }
 
@@ -42,7 +44,7 @@ fn print_errors(errors: &[config::ConfigError]) {
 }
 
 fn check(args: &UnitsArgs) -> u8 {
-    match load(args) {
+    match load(args, true) {
         Ok(set) => {
             let enabled = set.units.iter().filter(|u| u.enabled).count();
             println!(
@@ -69,7 +71,7 @@ fn up(args: UpArgs) -> u8 {
             return 2;
         }
     };
-    let set = match load(&args.units) {
+    let set = match load(&args.units, false) {
         Ok(set) => set,
         Err(errors) => {
             print_errors(&errors);

@@ -6,6 +6,7 @@
 use crate::process::reaper::{reap_blocking_until, spawn_unregistered};
 use crate::process::{Isolation, Signal, SpawnSpec, Stdio3};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal as S};
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// Signals that are the process's own business (faults) or job control
@@ -22,7 +23,7 @@ const NOT_FORWARDED: [S; 9] = [
     S::SIGTTOU,
 ];
 
-pub fn run(cmd: &[String]) -> u8 {
+pub fn run(cmd: &[OsString]) -> u8 {
     let Some(program) = cmd.first() else {
         eprintln!("flowinit: usage: flowinit -- CMD [ARG]...  (no command given)");
         return 2;
@@ -31,7 +32,7 @@ pub fn run(cmd: &[String]) -> u8 {
     let path: PathBuf = match which::which(program) {
         Ok(p) => p,
         Err(_) => {
-            eprintln!("flowinit: {program}: command not found");
+            eprintln!("flowinit: {}: command not found", program.to_string_lossy());
             return 127;
         }
     };
@@ -57,7 +58,7 @@ pub fn run(cmd: &[String]) -> u8 {
     let child = match spawn_unregistered(spec) {
         Ok(pid) => pid,
         Err(e) => {
-            eprintln!("flowinit: cannot run {program}: {e}");
+            eprintln!("flowinit: cannot run {}: {e}", program.to_string_lossy());
             return if e.kind() == std::io::ErrorKind::NotFound {
                 127
             } else {
@@ -71,7 +72,7 @@ pub fn run(cmd: &[String]) -> u8 {
             Ok(Some(term)) => return term.exit_code(),
             Ok(None) => {}
             Err(e) => {
-                eprintln!("flowinit: lost track of {program}: {e}");
+                eprintln!("flowinit: lost track of {}: {e}", program.to_string_lossy());
                 return 1;
             }
         }

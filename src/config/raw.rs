@@ -12,7 +12,23 @@ pub struct RawUnitFile {
     #[serde(default)]
     pub unit: RawUnitSection,
     pub service: Option<Spanned<RawService>>,
+    pub readiness: Option<Spanned<RawProbe>>,
+    pub liveness: Option<Spanned<RawProbe>>,
     pub log: Option<RawLog>,
+}
+
+/// `[readiness]` and `[liveness]`: exactly one probe kind plus timing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    pub http: Option<Spanned<String>>,
+    pub tcp: Option<Spanned<String>>,
+    pub exec: Option<Spanned<Vec<Spanned<String>>>>,
+    pub log: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub start_timeout: Option<Spanned<String>>,
+    pub failures: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +75,7 @@ pub struct RawService {
 pub enum ServiceKind {
     Simple,
     Oneshot,
+    Notify,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -76,6 +93,15 @@ pub enum RestartPolicy {
 pub enum UserRef {
     Name(String),
     Id(u32),
+}
+
+impl std::fmt::Display for UserRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UserRef::Name(n) => write!(f, "{n:?}"),
+            UserRef::Id(id) => write!(f, "{id}"),
+        }
+    }
 }
 
 impl TryFrom<toml::Value> for UserRef {

@@ -33,6 +33,73 @@ pub struct Unit {
     pub log: LogSpec,
 }
 
+/// One probe attempt's target.
+#[derive(Debug, Clone)]
+pub enum ProbeKind {
+    /// GET `path` on `authority` (host:port); ready on any 2xx.
+    Http {
+        url: String,
+        authority: String,
+        host: String,
+        path: String,
+    },
+    /// A TCP connect to host:port.
+    Tcp { addr: String },
+    /// A command run like the service (same user, env, working_dir);
+    /// ready on exit 0.
+    Exec { program: PathBuf, argv: Vec<String> },
+    /// A line of the unit's own output matching the regex.
+    Log { regex: regex::Regex },
+}
+
+impl PartialEq for ProbeKind {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ProbeKind::Http { url: a, .. }, ProbeKind::Http { url: b, .. }) => a == b,
+            (ProbeKind::Tcp { addr: a }, ProbeKind::Tcp { addr: b }) => a == b,
+            (
+                ProbeKind::Exec {
+                    program: p1,
+                    argv: a1,
+                },
+                ProbeKind::Exec {
+                    program: p2,
+                    argv: a2,
+                },
+            ) => p1 == p2 && a1 == a2,
+            (ProbeKind::Log { regex: a }, ProbeKind::Log { regex: b }) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for ProbeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeKind::Http { url, .. } => write!(f, "http {url}"),
+            ProbeKind::Tcp { addr } => write!(f, "tcp {addr}"),
+            ProbeKind::Exec { argv, .. } => write!(f, "exec {}", argv.join(" ")),
+            ProbeKind::Log { regex } => write!(f, "log /{}/", regex.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readiness {
+    pub kind: ProbeKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub start_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Liveness {
+    pub kind: ProbeKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failures: u32,
+}
+
 impl Unit {
     /// Every unit this one is ordered after, whatever the kind of edge.
     pub fn ordering_deps(&self) -> impl Iterator<Item = &str> {
@@ -63,6 +130,18 @@ pub struct Service {
     pub start_limit_interval: Duration,
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
+    pub readiness: Option<Readiness>,
+    pub liveness: Option<Liveness>,
+    /// For `type = "notify"`: how long to wait for READY=1.
+    pub notify_timeout: Duration,
+}
+
+impl Service {
+    /// Whether the unit becomes ready by something other than having
+    /// started (a probe or READY=1).
+    pub fn waits_for_ready(&self) -> bool {
+        self.readiness.is_some() || self.kind == ServiceKind::Notify
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,3 +164,8 @@ pub const DEFAULT_RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
 pub const DEFAULT_START_LIMIT_BURST: u32 = 5;
 pub const DEFAULT_START_LIMIT_INTERVAL: Duration = Duration::from_secs(120);
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(90);
+pub const DEFAULT_LIVENESS_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_LIVENESS_FAILURES: u32 = 3;

@@ -43,11 +43,13 @@ pub struct LoadContext {
 }
 
 impl LoadContext {
-    pub fn from_process(profiles: Vec<String>) -> LoadContext {
+    /// `offline`: for `flowinit check`, which validates users and groups
+    /// without needing the root rights to switch to them.
+    pub fn from_process(profiles: Vec<String>, offline: bool) -> LoadContext {
         LoadContext {
             env: std::env::vars_os().collect(),
             profiles,
-            can_switch_user: nix::unistd::geteuid().is_root(),
+            can_switch_user: offline || nix::unistd::geteuid().is_root(),
         }
     }
 
@@ -138,7 +140,11 @@ pub fn load_files(
             }
         }
     }
-    check_graph(&parsed, &mut errors);
+    let present: HashSet<String> = files
+        .iter()
+        .filter_map(|(p, _)| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    check_graph(&parsed, &present, &mut errors);
     if errors.is_empty() {
         let mut units: Vec<Unit> = parsed.into_iter().map(|p| p.unit).collect();
         units.sort_by(|a, b| a.name.cmp(&b.name));
@@ -200,7 +206,6 @@ fn build_unit<'a>(
     ctx: &LoadContext,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Pending<'a>> {
-    let before = errors.len();
     let u = raw.unit;
     let profiles: Vec<String> = u.profiles.iter().map(|p| p.get_ref().clone()).collect();
     let enabled = profiles.is_empty() || profiles.iter().any(|p| ctx.profiles.contains(p));
@@ -223,11 +228,10 @@ fn build_unit<'a>(
             errors.push(file.error(None, "missing [service] table (command or shell)".into()));
             None
         }
-        Some(s) => build_service(file, s, enabled, ctx, errors),
+        Some(s) => build_service(file, s, (raw.readiness, raw.liveness), enabled, ctx, errors),
     };
-    if errors.len() > before {
-        return None;
-    }
+    // A unit with errors of its own still takes part in the graph checks,
+    // so that every error is reported at once; the set is discarded anyway.
     let names = |l: &[Spanned<String>]| l.iter().map(|s| s.get_ref().clone()).collect();
     Some(Pending {
         unit: Unit {
@@ -297,6 +301,10 @@ fn duration(
 fn build_service(
     file: &FileCtx,
     spanned: Spanned<RawService>,
+    (raw_ready, raw_live): (
+        Option<Spanned<raw::RawProbe>>,
+        Option<Spanned<raw::RawProbe>>,
+    ),
     enabled: bool,
     ctx: &LoadContext,
     errors: &mut Vec<ConfigError>,
@@ -383,6 +391,19 @@ fn build_service(
             ],
         )),
     };
+    match (kind, &raw_ready, &raw_live) {
+        (ServiceKind::Oneshot, Some(p), _) | (ServiceKind::Oneshot, None, Some(p)) => {
+            errors.push(file.error(
+                Some(p.span()),
+                "a oneshot is ready when it exits 0: remove [readiness]/[liveness]".into(),
+            ))
+        }
+        (ServiceKind::Notify, Some(p), _) if p.get_ref().has_kind() => errors.push(file.error(
+            Some(p.span()),
+            "a notify unit is ready on READY=1: [readiness] may only set start_timeout".into(),
+        )),
+        _ => {}
+    }
     if !enabled {
         return None;
     }
@@ -455,8 +476,6 @@ fn build_service(
             set_env(&mut env, &k, v.into());
         }
     }
-    let argv = argv?;
-    let (cmd_span, _) = raw_argv?;
     let path_var = env
         .iter()
         .find(|(k, _)| k == "PATH")
@@ -465,22 +484,40 @@ fn build_service(
         .clone()
         .or_else(|| std::env::current_dir().ok())
         .unwrap_or_else(|| PathBuf::from("/"));
-    let program = match which::which_in(
-        &argv[0],
-        path_var.or_else(|| Some("/usr/local/bin:/usr/bin:/bin".into())),
-        &cwd,
-    ) {
-        Ok(p) => p,
-        Err(_) => {
-            errors.push(file.error(
-                Some(cmd_span),
-                format!(
-                    "program {:?} not found on PATH (or not executable)",
-                    argv[0]
-                ),
-            ));
-            return None;
-        }
+    let search_path = path_var.or_else(|| Some("/usr/local/bin:/usr/bin:/bin".into()));
+    let resolve = |name: &str| which::which_in(name, search_path.clone(), &cwd).ok();
+    let probes = Probes {
+        file,
+        lookup: &lookup,
+        resolve: &resolve,
+    };
+    let notify_timeout = raw_ready.as_ref().map_or(DEFAULT_START_TIMEOUT, |r| {
+        duration(
+            file,
+            &r.get_ref().start_timeout,
+            DEFAULT_START_TIMEOUT,
+            errors,
+        )
+    });
+    let readiness = match raw_ready {
+        Some(r) if kind == ServiceKind::Simple => probes.readiness(r, errors),
+        _ => None,
+    };
+    let liveness = match raw_live {
+        Some(r) if kind != ServiceKind::Oneshot => probes.liveness(r, errors),
+        _ => None,
+    };
+    let argv = argv?;
+    let (cmd_span, _) = raw_argv?;
+    let Some(program) = resolve(&argv[0]) else {
+        errors.push(file.error(
+            Some(cmd_span),
+            format!(
+                "program {:?} not found on PATH (or not executable)",
+                argv[0]
+            ),
+        ));
+        return None;
     };
     Some(Service {
         kind,
@@ -496,7 +533,235 @@ fn build_service(
         start_limit_interval,
         stop_signal,
         stop_timeout,
+        readiness,
+        liveness,
+        notify_timeout,
     })
+}
+
+impl raw::RawProbe {
+    fn has_kind(&self) -> bool {
+        self.http.is_some() || self.tcp.is_some() || self.exec.is_some() || self.log.is_some()
+    }
+}
+
+/// Builds probes; targets are expanded like the service's strings and an
+/// exec probe's program is resolved on the unit's PATH.
+struct Probes<'a, 'f> {
+    file: &'a FileCtx<'f>,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    resolve: &'a dyn Fn(&str) -> Option<PathBuf>,
+}
+
+impl Probes<'_, '_> {
+    fn readiness(
+        &self,
+        raw: Spanned<raw::RawProbe>,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Readiness> {
+        let span = raw.span();
+        let r = raw.into_inner();
+        if let Some(f) = &r.failures {
+            errors.push(self.file.error(
+                Some(f.span()),
+                "failures belongs in [liveness]; readiness fails at start_timeout".into(),
+            ));
+        }
+        let kind = self.kind(&r, span, "[readiness]", errors)?;
+        Some(Readiness {
+            kind,
+            interval: duration(self.file, &r.interval, DEFAULT_PROBE_INTERVAL, errors),
+            timeout: duration(self.file, &r.timeout, DEFAULT_PROBE_TIMEOUT, errors),
+            start_timeout: duration(self.file, &r.start_timeout, DEFAULT_START_TIMEOUT, errors),
+        })
+    }
+
+    fn liveness(
+        &self,
+        raw: Spanned<raw::RawProbe>,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Liveness> {
+        let span = raw.span();
+        let r = raw.into_inner();
+        if let Some(s) = &r.start_timeout {
+            errors.push(self.file.error(
+                Some(s.span()),
+                "start_timeout belongs in [readiness]".into(),
+            ));
+        }
+        if let Some(l) = &r.log {
+            errors.push(self.file.error(
+                Some(l.span()),
+                "a log probe can only tell readiness; use http, tcp or exec for [liveness]".into(),
+            ));
+            return None;
+        }
+        let failures = match &r.failures {
+            Some(f) if *f.get_ref() == 0 => {
+                errors.push(
+                    self.file
+                        .error(Some(f.span()), "failures must be at least 1".into()),
+                );
+                1
+            }
+            Some(f) => *f.get_ref(),
+            None => DEFAULT_LIVENESS_FAILURES,
+        };
+        let kind = self.kind(&r, span, "[liveness]", errors)?;
+        Some(Liveness {
+            kind,
+            interval: duration(self.file, &r.interval, DEFAULT_LIVENESS_INTERVAL, errors),
+            timeout: duration(self.file, &r.timeout, DEFAULT_PROBE_TIMEOUT, errors),
+            failures,
+        })
+    }
+
+    fn expand(&self, v: &Spanned<String>, errors: &mut Vec<ConfigError>) -> Option<String> {
+        expand(v.get_ref(), self.lookup)
+            .map_err(|e| errors.push(self.file.error(Some(v.span()), e.to_string())))
+            .ok()
+    }
+
+    fn kind(
+        &self,
+        r: &raw::RawProbe,
+        span: Range<usize>,
+        table: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<ProbeKind> {
+        let count = [
+            r.http.is_some(),
+            r.tcp.is_some(),
+            r.exec.is_some(),
+            r.log.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if count != 1 {
+            errors.push(self.file.error(
+                Some(span),
+                format!("{table} needs exactly one of http, tcp, exec, log"),
+            ));
+            return None;
+        }
+        if let Some(url) = &r.http {
+            let expanded = self.expand(url, errors)?;
+            return match parse_http_url(&expanded) {
+                Ok((authority, host, path)) => Some(ProbeKind::Http {
+                    url: expanded,
+                    authority,
+                    host,
+                    path,
+                }),
+                Err(e) => {
+                    errors.push(self.file.error(Some(url.span()), e));
+                    None
+                }
+            };
+        }
+        if let Some(addr) = &r.tcp {
+            let expanded = self.expand(addr, errors)?;
+            if expanded
+                .rsplit_once(':')
+                .and_then(|(h, p)| (!h.is_empty()).then_some(p))
+                .and_then(|p| p.parse::<u16>().ok())
+                .is_none()
+            {
+                errors.push(self.file.error(
+                    Some(addr.span()),
+                    format!("invalid tcp target {expanded:?}: expected host:port"),
+                ));
+                return None;
+            }
+            return Some(ProbeKind::Tcp { addr: expanded });
+        }
+        if let Some(cmd) = &r.exec {
+            if cmd.get_ref().is_empty() {
+                errors.push(self.file.error(
+                    Some(cmd.span()),
+                    "exec probe command must not be empty".into(),
+                ));
+                return None;
+            }
+            let argv: Option<Vec<String>> = cmd
+                .get_ref()
+                .iter()
+                .map(|a| self.expand(a, errors))
+                .collect();
+            let argv = argv?;
+            let Some(program) = (self.resolve)(&argv[0]) else {
+                errors.push(self.file.error(
+                    Some(cmd.span()),
+                    format!(
+                        "probe program {:?} not found on PATH (or not executable)",
+                        argv[0]
+                    ),
+                ));
+                return None;
+            };
+            return Some(ProbeKind::Exec { program, argv });
+        }
+        let pattern = r.log.as_ref()?;
+        match regex::Regex::new(pattern.get_ref()) {
+            Ok(regex) => Some(ProbeKind::Log { regex }),
+            Err(e) => {
+                let first = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                errors.push(
+                    self.file
+                        .error(Some(pattern.span()), format!("invalid log regex: {first}")),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// `http://host[:port][/path]` → (host:port, host header, path).
+fn parse_http_url(url: &str) -> Result<(String, String, String), String> {
+    let rest = match url.strip_prefix("http://") {
+        Some(r) => r,
+        None if url.starts_with("https://") => {
+            return Err(format!(
+                "{url:?}: https probes are not supported; probe the service's plain http port"
+            ))
+        }
+        None => {
+            return Err(format!(
+                "invalid http probe URL {url:?}: expected http://host:port/path"
+            ))
+        }
+    };
+    let (host_port, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if host_port.is_empty() || host_port.contains('@') {
+        return Err(format!(
+            "invalid http probe URL {url:?}: expected http://host:port/path"
+        ));
+    }
+    let has_port = match host_port.rfind(':') {
+        Some(i) => !host_port[i..].contains(']'),
+        None => false,
+    };
+    let authority = if has_port {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:80")
+    };
+    if let Some(port) = authority.rsplit(':').next() {
+        if port.parse::<u16>().is_err() {
+            return Err(format!("invalid port in http probe URL {url:?}"));
+        }
+    }
+    Ok((authority, host_port.to_string(), path.to_string()))
 }
 
 fn set_env(env: &mut Vec<(OsString, OsString)>, key: &str, value: OsString) {
@@ -604,7 +869,7 @@ fn resolve_credentials(
             None => {
                 errors.push(file.error(
                     Some(g.span()),
-                    format!("unknown group {:?} (not in /etc/group)", g.get_ref()),
+                    format!("unknown group {} (not in /etc/group)", g.get_ref()),
                 ));
                 return None;
             }
@@ -616,13 +881,15 @@ fn resolve_credentials(
     Some(creds)
 }
 
-fn check_graph(units: &[Pending], errors: &mut Vec<ConfigError>) {
+/// `present`: every unit file name, including files that failed to parse
+/// (an error was reported for them already; depending on them is fine).
+fn check_graph(units: &[Pending], present: &HashSet<String>, errors: &mut Vec<ConfigError>) {
     let by_name: HashMap<&str, &Pending> =
         units.iter().map(|p| (p.unit.name.as_str(), p)).collect();
-    let mut known_bad = HashSet::new();
     for p in units {
         for (kind, dep) in &p.deps {
             match by_name.get(dep.get_ref().as_str()) {
+                None if present.contains(dep.get_ref()) => {}
                 None => {
                     errors.push(p.file.error(
                         Some(dep.span()),
@@ -632,7 +899,6 @@ fn check_graph(units: &[Pending], errors: &mut Vec<ConfigError>) {
                             dep.get_ref()
                         ),
                     ));
-                    known_bad.insert(p.unit.name.clone());
                 }
                 Some(d) if *kind == DepKind::Requires && p.unit.enabled && !d.unit.enabled => {
                     errors.push(p.file.error(
@@ -651,7 +917,7 @@ fn check_graph(units: &[Pending], errors: &mut Vec<ConfigError>) {
                 p.unit.name.as_str(),
                 p.unit
                     .ordering_deps()
-                    .filter(|d| by_name.contains_key(d))
+                    .filter(|d| by_name.contains_key(d) && *d != p.unit.name)
                     .collect(),
             )
         })

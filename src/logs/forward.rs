@@ -25,6 +25,8 @@ pub struct UnitLog {
     pub ring: Arc<RingLog>,
     /// Optional copy of the unit's lines (raw, one per line).
     pub file: Option<tracing_appender::non_blocking::NonBlocking>,
+    /// A readiness `log` probe waiting for its line.
+    pub ready_match: Option<Arc<crate::probe::LogMatch>>,
 }
 
 pub async fn forward(pipe: OwnedFd, stream: Stream, unit: UnitLog, sink: LogSink) {
@@ -129,6 +131,9 @@ impl<'a> Batch<'a> {
         if self.unit.file.is_some() {
             self.file_copy.extend_from_slice(text.as_bytes());
             self.file_copy.push(b'\n');
+        }
+        if let Some(m) = self.unit.ready_match.as_deref().filter(|m| m.is_armed()) {
+            m.offer(&text);
         }
         if self.index >= self.keep_from {
             self.unit.ring.push(LogLine {

@@ -27,12 +27,14 @@ pub enum Stdio3 {
     Piped { stdout: OwnedFd, stderr: OwnedFd },
     /// All three inherited from flowinit.
     Inherit,
+    /// All three /dev/null (probe commands).
+    Null,
 }
 
 pub struct SpawnSpec {
     pub program: PathBuf,
     /// argv, argv[0] included.
-    pub argv: Vec<String>,
+    pub argv: Vec<OsString>,
     /// The complete environment (nothing else is inherited).
     pub env: Option<Vec<(OsString, OsString)>>,
     pub working_dir: Option<PathBuf>,
@@ -66,6 +68,11 @@ pub(super) fn spawn(spec: SpawnSpec) -> io::Result<u32> {
                 .stderr(Stdio::from(stderr));
         }
         Stdio3::Inherit => {}
+        Stdio3::Null => {
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        }
     }
     let isolation = spec.isolation;
     let creds = spec.credentials;

@@ -6,9 +6,11 @@
 
 use super::state::State;
 use super::unit_task::{UnitCmd, UnitEvent, UnitStatus, UnitTask};
+use crate::config::unit::ProbeKind;
 use crate::config::{Unit, UnitSet};
 use crate::logs::forward::UnitLog;
 use crate::logs::{LogSink, RingLog};
+use crate::probe::LogMatch;
 use crate::process::{tree, Reaper, Signal};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,11 +107,17 @@ impl Manager {
                     padded_prefix: format!("{:<width$}", unit.log.prefix).into(),
                     ring: Arc::new(RingLog::new(RING_LINES)),
                     file,
+                    ready_match: match service.readiness.as_ref().map(|r| &r.kind) {
+                        Some(ProbeKind::Log { regex }) => {
+                            Some(Arc::new(LogMatch::new(regex.clone())))
+                        }
+                        _ => None,
+                    },
                 };
                 let (tx, cmds) = mpsc::channel(16);
                 let task = UnitTask {
                     index,
-                    service,
+                    service: Arc::new(service),
                     log,
                     reaper: reaper.clone(),
                     sink: sink.clone(),

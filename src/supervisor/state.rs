@@ -10,7 +10,6 @@ use std::fmt;
 pub enum State {
     Inactive,
     Starting,
-    #[expect(dead_code, reason = "entered once readiness probes exist (issue 3)")]
     Ready,
     Running,
     Stopping,

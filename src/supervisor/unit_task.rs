@@ -8,8 +8,11 @@ use super::state::{after_exit, AfterExit, State};
 use crate::config::unit::{Service, ServiceKind};
 use crate::logs::forward::{forward, UnitLog};
 use crate::logs::{LogSink, Stream};
+use crate::probe;
+use crate::probe::notify::{self, NotifySocket};
 use crate::process::reaper::Spawned;
 use crate::process::{Isolation, Pgid, Pid, Reaper, Signal, SpawnSpec, Stdio3, Termination};
+use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -39,6 +42,13 @@ pub struct UnitStatus {
     /// The last stop ended in SIGKILL because the caller's deadline (the
     /// shutdown budget) ran out, not the unit's own stop_timeout.
     pub killed_at_deadline: bool,
+    /// The last failed probe attempt (readiness or liveness), cleared on success.
+    pub probe_error: Option<String>,
+    pub probe_ok_at: Option<SystemTime>,
+    /// `STATUS=` from a notify unit.
+    pub status_text: Option<String>,
+    /// `MAINPID=` from a notify unit.
+    pub main_pid: Option<Pid>,
 }
 
 impl UnitStatus {
@@ -51,6 +61,10 @@ impl UnitStatus {
             reason,
             last_exit: None,
             killed_at_deadline: false,
+            probe_error: None,
+            probe_ok_at: None,
+            status_text: None,
+            main_pid: None,
         }
     }
 }
@@ -62,7 +76,7 @@ pub struct UnitEvent {
 
 pub struct UnitTask {
     pub index: usize,
-    pub service: Service,
+    pub service: Arc<Service>,
     pub log: UnitLog,
     pub reaper: Reaper,
     pub sink: LogSink,
@@ -70,11 +84,14 @@ pub struct UnitTask {
     pub cmds: mpsc::Receiver<UnitCmd>,
 }
 
-/// How waiting for a running process ended.
+/// How supervising a running process ended.
 enum Outcome {
     Exited(Termination),
     StopRequested(Instant),
     ManagerGone,
+    /// Not ready by start_timeout, or liveness failed: stop it and count a
+    /// failure.
+    Unhealthy(String),
 }
 
 impl UnitTask {
@@ -131,6 +148,18 @@ impl UnitTask {
     async fn run_until_settled(&mut self, status: &mut UnitStatus, limit: &mut StartLimit) {
         let svc = self.service.clone();
         let mut failures: u32 = 0;
+        let notify = match svc.kind {
+            ServiceKind::Notify => match NotifySocket::bind(self.name()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let why = format!("cannot create its notify socket: {e}");
+                    tracing::error!("unit {}: {why}", self.name());
+                    self.report(status, State::Failed, None, Some(why)).await;
+                    return;
+                }
+            },
+            _ => None,
+        };
         loop {
             if !limit.try_start(Instant::now()) {
                 let why = format!(
@@ -146,7 +175,10 @@ impl UnitTask {
                 self.report(status, State::Failed, None, Some(why)).await;
                 return;
             }
-            let child = match self.spawn() {
+            if let Some(m) = &self.log.ready_match {
+                m.arm();
+            }
+            let child = match self.spawn(notify.as_ref()) {
                 Ok(c) => c,
                 Err(e) => {
                     let why = format!("failed to start {}: {e}", svc.program.display());
@@ -161,13 +193,19 @@ impl UnitTask {
             let pid = child.pid;
             tracing::info!("unit {} started (pid {pid})", self.name());
             let up_state = match svc.kind {
-                ServiceKind::Simple => State::Running,
-                ServiceKind::Oneshot => State::Starting,
+                ServiceKind::Simple if svc.readiness.is_none() => State::Running,
+                _ => State::Starting,
             };
+            status.probe_error = None;
+            status.status_text = None;
+            status.main_pid = None;
             self.report(status, up_state, Some(pid), None).await;
             let up_since = Instant::now();
             let mut exit = child.exit;
-            let term = match self.wait_running(&mut exit).await {
+            let term = match self
+                .supervise(status, pid, &mut exit, notify.as_ref())
+                .await
+            {
                 Outcome::Exited(t) => t,
                 Outcome::StopRequested(deadline) => {
                     self.stop(status, pid, exit, deadline).await;
@@ -177,6 +215,24 @@ impl UnitTask {
                     self.stop(status, pid, exit, Instant::now() + svc.stop_timeout)
                         .await;
                     return;
+                }
+                Outcome::Unhealthy(why) => {
+                    tracing::error!("unit {}: {why}; stopping it", self.name());
+                    self.report(status, State::Stopping, Some(pid), Some(why.clone()))
+                        .await;
+                    let far = Instant::now() + Duration::from_secs(86400);
+                    let (term, _) = self.terminate(pid, exit, far).await;
+                    status.last_exit = term;
+                    failures += 1;
+                    if svc.restart == crate::config::unit::RestartPolicy::No {
+                        tracing::error!("unit {} failed for good (restart = \"no\")", self.name());
+                        self.report(status, State::Failed, None, Some(why)).await;
+                        return;
+                    }
+                    if !self.backoff(status, failures, why).await {
+                        return;
+                    }
+                    continue;
                 }
             };
             status.last_exit = Some(term);
@@ -242,15 +298,48 @@ impl UnitTask {
         }
     }
 
-    async fn wait_running(
+    /// Watches the running process until it exits, a stop is requested,
+    /// or it proves unhealthy: runs the readiness probe (or waits for
+    /// READY=1) until ready, then the liveness probe.
+    async fn supervise(
         &mut self,
+        status: &mut UnitStatus,
+        pid: Pid,
         exit: &mut tokio::sync::oneshot::Receiver<Termination>,
+        notify: Option<&NotifySocket>,
     ) -> Outcome {
+        let svc = self.service.clone();
+        let exec = probe::ExecContext {
+            reaper: self.reaper.clone(),
+            service: svc.clone(),
+        };
+        let mut ready = !svc.waits_for_ready();
+        let start_timeout = svc
+            .readiness
+            .as_ref()
+            .map_or(svc.notify_timeout, |r| r.start_timeout);
+        let start_deadline = Instant::now() + start_timeout;
+        let mut readiness = svc.readiness.as_ref().map(|r| {
+            probe::start(
+                r.kind.clone(),
+                r.interval,
+                r.timeout,
+                exec.clone(),
+                self.log.ready_match.clone(),
+            )
+        });
+        let start_liveness = || {
+            svc.liveness
+                .as_ref()
+                .map(|l| probe::start(l.kind.clone(), l.interval, l.timeout, exec.clone(), None))
+        };
+        let mut liveness = if ready { start_liveness() } else { None };
+        let mut live_failures = 0u32;
+        let pgrp = pid.raw();
         loop {
             tokio::select! {
                 term = &mut *exit => return match term {
                     Ok(t) => Outcome::Exited(t),
-                    // The reaper is gone: only at process exit.
                     Err(_) => Outcome::ManagerGone,
                 },
                 cmd = self.cmds.recv() => match cmd {
@@ -258,12 +347,82 @@ impl UnitTask {
                     None => return Outcome::ManagerGone,
                     Some(_) => {}
                 },
+                Some(result) = next_result(&mut readiness) => match result {
+                    Ok(()) => {
+                        readiness = None;
+                        ready = true;
+                        status.probe_error = None;
+                        status.probe_ok_at = Some(SystemTime::now());
+                        tracing::info!("unit {} is ready", self.name());
+                        self.report(status, State::Ready, Some(pid), None).await;
+                        liveness = start_liveness();
+                    }
+                    Err(e) => {
+                        if status.probe_error.as_deref() != Some(e.as_str()) {
+                            tracing::debug!("unit {}: readiness probe: {e}", self.name());
+                            status.probe_error = Some(e.clone());
+                            self.report(status, State::Starting, Some(pid), Some(format!("probe: {e}"))).await;
+                        }
+                    }
+                },
+                _ = sleep_until(start_deadline.into()), if !ready => {
+                    let last = status.probe_error.as_deref().map(|e| format!(" (last probe: {e})")).unwrap_or_default();
+                    let what = if svc.kind == ServiceKind::Notify { "no READY=1" } else { "not ready" };
+                    return Outcome::Unhealthy(format!("{what} within start_timeout {}{last}", humantime::format_duration(start_timeout)));
+                },
+                Some(result) = next_result(&mut liveness) => match result {
+                    Ok(()) => {
+                        live_failures = 0;
+                        status.probe_error = None;
+                        status.probe_ok_at = Some(SystemTime::now());
+                    }
+                    Err(e) => {
+                        live_failures += 1;
+                        let limit = svc.liveness.as_ref().map_or(1, |l| l.failures);
+                        tracing::warn!("unit {}: liveness probe failed ({live_failures}/{limit}): {e}", self.name());
+                        status.probe_error = Some(e.clone());
+                        if live_failures >= limit {
+                            return Outcome::Unhealthy(format!("liveness probe failed {limit} times in a row: {e}"));
+                        }
+                        let (state, reason) = (status.state, status.reason.clone());
+                        self.report(status, state, Some(pid), reason).await;
+                    }
+                },
+                msg = recv_notify(notify) => {
+                    let Ok(msg) = msg else { continue };
+                    let trusted = msg.sender.is_some_and(|s| s == pid || notify::process_group_of(s) == Some(pgrp));
+                    if !trusted {
+                        tracing::debug!("unit {}: ignoring notify message from pid {:?}: not in its process group", self.name(), msg.sender.map(Pid::raw));
+                        continue;
+                    }
+                    if let Some(text) = msg.get("STATUS") {
+                        status.status_text = Some(text.to_string());
+                    }
+                    if let Some(main) = msg.get("MAINPID").and_then(|p| p.parse().ok()).and_then(Pid::new) {
+                        status.main_pid = Some(main);
+                    }
+                    let (mut state, mut reason) = (status.state, status.reason.clone());
+                    if msg.get("READY") == Some("1") && !ready {
+                        ready = true;
+                        tracing::info!("unit {} is ready (READY=1)", self.name());
+                        (state, reason) = (State::Ready, None);
+                        liveness = start_liveness();
+                    }
+                    if msg.get("STOPPING") == Some("1") {
+                        (state, reason) = (State::Stopping, Some("the service reported STOPPING=1".into()));
+                    }
+                    self.report(status, state, Some(pid), reason).await;
+                }
             }
         }
     }
 
-    fn spawn(&self) -> std::io::Result<Spawned> {
+    fn spawn(&self, notify: Option<&NotifySocket>) -> std::io::Result<Spawned> {
         let svc = &self.service;
+        let mut env = svc.env.clone();
+        if let Some(n) = notify {
+            env.push(("NOTIFY_SOCKET".into(), n.env_value.clone().into()));
+        }
         if let Some(dir) = &svc.working_dir {
             if !dir.is_dir() {
                 return Err(std::io::Error::other(format!(
@@ -276,7 +435,7 @@ impl UnitTask {
         let (err_r, err_w) = std::io::pipe()?;
         let spec = SpawnSpec {
             program: svc.program.clone(),
-            argv: svc.argv.clone(),
+            argv: svc.argv.iter().map(OsString::from).collect(),
             env: Some(svc.env.clone()),
             working_dir: svc.working_dir.clone(),
             credentials: svc
@@ -326,25 +485,43 @@ impl UnitTask {
         });
     }
 
-    /// Stops the running process: stop_signal to the group, SIGKILL at
-    /// stop_timeout or `deadline`, whichever comes first; also SIGKILL when
-    /// the main process exited but others of its group linger.
+    /// Stops the running process and reports `stopped`.
     async fn stop(
         &mut self,
         status: &mut UnitStatus,
         pid: Pid,
-        mut exit: tokio::sync::oneshot::Receiver<Termination>,
+        exit: tokio::sync::oneshot::Receiver<Termination>,
         deadline: Instant,
     ) {
+        let sig = self.service.stop_signal;
+        tracing::info!(
+            "unit {}: stopping (sending {sig} to process group {pid})",
+            self.name()
+        );
+        self.report(status, State::Stopping, Some(pid), None).await;
+        let (term, reason) = self.terminate(pid, exit, deadline).await;
+        status.killed_at_deadline = reason
+            .as_deref()
+            .is_some_and(|r| r.contains(BUDGET_RAN_OUT));
+        if term.is_some() {
+            status.last_exit = term;
+        }
+        tracing::info!("unit {} stopped", self.name());
+        self.report(status, State::Stopped, None, reason).await;
+    }
+
+    /// stop_signal to the group, SIGKILL at stop_timeout or `deadline`,
+    /// whichever comes first; also SIGKILL when the main process exited but
+    /// others of its group linger. Returns the main process's termination
+    /// and, when SIGKILL was needed, why.
+    async fn terminate(
+        &mut self,
+        pid: Pid,
+        mut exit: tokio::sync::oneshot::Receiver<Termination>,
+        deadline: Instant,
+    ) -> (Option<Termination>, Option<String>) {
         let svc = self.service.clone();
         let pgid = Pgid::of_leader(pid);
-        tracing::info!(
-            "unit {}: stopping (sending {} to process group {pgid})",
-            self.name(),
-            svc.stop_signal
-        );
-        status.killed_at_deadline = false;
-        self.report(status, State::Stopping, Some(pid), None).await;
         if let Err(e) = pgid.signal(svc.stop_signal) {
             tracing::warn!(
                 "unit {}: cannot signal process group {pgid}: {e}",
@@ -369,9 +546,8 @@ impl UnitTask {
         }
         let mut reason = None;
         if timed_out {
-            let by_deadline = kill_at < own_limit;
-            let why = if by_deadline {
-                "the shutdown budget ran out".to_string()
+            let why = if kill_at < own_limit {
+                BUDGET_RAN_OUT.to_string()
             } else {
                 format!(
                     "stop_timeout {} passed",
@@ -383,7 +559,6 @@ impl UnitTask {
                 self.name()
             );
             let _ = pgid.signal(Signal::KILL);
-            status.killed_at_deadline = by_deadline;
             reason = Some(format!("killed with SIGKILL: {why}"));
             if term.is_none() {
                 match tokio::time::timeout(Duration::from_secs(5), exit).await {
@@ -398,11 +573,23 @@ impl UnitTask {
                 }
             }
         }
-        if let Some(Some(t)) = term {
-            status.last_exit = Some(t);
-        }
-        tracing::info!("unit {} stopped", self.name());
-        self.report(status, State::Stopped, None, reason).await;
+        (term.flatten(), reason)
+    }
+}
+
+const BUDGET_RAN_OUT: &str = "the shutdown budget ran out";
+
+async fn next_result(task: &mut Option<probe::ProbeTask>) -> Option<Result<(), String>> {
+    match task {
+        Some(t) => t.results.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_notify(socket: Option<&NotifySocket>) -> std::io::Result<notify::NotifyMessage> {
+    match socket {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
     }
 }
 

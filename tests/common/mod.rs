@@ -76,6 +76,7 @@ pub struct Flowinit {
     status: Option<ExitStatus>,
 }
 
+#[derive(Default)]
 pub struct Opts<'a> {
     pub pid1: bool,
     pub args: &'a [&'a str],
@@ -85,16 +86,6 @@ pub struct Opts<'a> {
     pub dirty_signals: bool,
 }
 
-impl Default for Opts<'_> {
-    fn default() -> Self {
-        Opts {
-            pid1: false,
-            args: &[],
-            env: &[],
-            dirty_signals: false,
-        }
-    }
-}
 
 impl Flowinit {
     /// `flowinit up --units DIR/units ARGS…`

@@ -1,0 +1,1257 @@
+//! Bad unit files through the real binary (SPEC §2 `check` / `up`, §3).
+//!
+//! Table-driven: every case writes its unit file(s) into a fresh temp dir and
+//! runs `flowinit check --units DIR` (must exit 1) and `flowinit up --units
+//! DIR --shutdown-timeout 1s` (must exit 2 by itself, start nothing and print
+//! nothing on stdout). stderr must hold exactly one line per expected error,
+//! `PATH:LINE:COL: unit NAME: message`, followed by the summary line
+//! `flowinit: N error(s) in the unit files`. The expected line:column is
+//! computed from the fixture text (see [`At`]), never written by hand.
+//!
+//! Every dir of a bad case also holds a valid "witness" unit that would create
+//! a file if it were ever started: `up` on an invalid configuration must not
+//! start it.
+//!
+//! Each run of the binary has a deadline ([`RUN_TIMEOUT`]); past it the whole
+//! process group of the run is killed by pid, so a regression cannot hang the
+//! suite.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Upper bound for one run of the binary. Loading a handful of files takes
+/// milliseconds; `up` on an invalid configuration must exit before starting
+/// anything, so this is only reached by a regression.
+const RUN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the output pipes to close once the binary exited.
+/// Only a process started by flowinit (a regression) could hold them open.
+const PIPE_TIMEOUT: Duration = Duration::from_secs(5);
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Environment variables of the test process that would change what
+/// flowinit does; removed from every run.
+const SCRUBBED_ENV: &[&str] = &[
+    "FLOWINIT_UNITS",
+    "FLOWINIT_PROFILES",
+    "FLOWINIT_SOCKET",
+    "FLOWINIT_SHUTDOWN_TIMEOUT",
+    "NOPE",
+    "FLOWINIT_TEST_UNSET",
+];
+
+const WITNESS_FILE: &str = "witness-started";
+
+// ---------------------------------------------------------------------------
+// the table
+// ---------------------------------------------------------------------------
+
+/// A minimal valid `[service]` table.
+const SVC: &str = "[service]\ncommand = [\"true\"]\n";
+
+fn cases() -> Vec<Case> {
+    vec![
+        // -- unknown keys, wrong types (serde) ------------------------------
+        Case::new("unknown_key_in_service")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nstop_timout = \"5s\"\n",
+            )
+            .err("web.toml", At::Key("stop_timout"), "unknown field `stop_timout`"),
+        Case::new("unknown_top_level_table")
+            .unit(
+                "web.toml",
+                "[unit]\ndescription = \"web\"\n\n[service]\ncommand = [\"true\"]\n\n[logs]\nprefix = \"w\"\n",
+            )
+            .err("web.toml", At::Find("logs"), "unknown field `logs`"),
+        Case::new("command_is_a_string")
+            .unit("web.toml", "[service]\ncommand = \"flowise start\"\n")
+            .err(
+                "web.toml",
+                At::Value("command"),
+                "invalid type: string \"flowise start\", expected a sequence",
+            ),
+        Case::new("critical_is_a_string")
+            .unit("web.toml", &format!("[unit]\ncritical = \"yes\"\n{SVC}"))
+            .err(
+                "web.toml",
+                At::Value("critical"),
+                "invalid type: string \"yes\", expected a boolean",
+            ),
+        Case::new("command_element_not_a_string")
+            .unit("web.toml", "[service]\ncommand = [\"sleep\", 10]\n")
+            .err(
+                "web.toml",
+                At::Find("10"),
+                "invalid type: integer `10`, expected a string",
+            ),
+        Case::new("requires_is_a_string")
+            .unit("web.toml", &format!("[unit]\nrequires = \"db\"\n{SVC}"))
+            .err(
+                "web.toml",
+                At::Value("requires"),
+                "invalid type: string \"db\", expected a sequence",
+            ),
+        Case::new("env_value_not_a_string")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nenv = { PORT = 3001 }\n",
+            )
+            .err(
+                "web.toml",
+                At::Find("3001"),
+                "invalid type: integer `3001`, expected a string",
+            ),
+        Case::new("start_limit_burst_negative")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nstart_limit_burst = -1\n",
+            )
+            .err(
+                "web.toml",
+                At::Value("start_limit_burst"),
+                "invalid value: integer `-1`",
+            ),
+        Case::new("user_id_negative")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\nuser = -1\n")
+            .err("web.toml", At::Value("user"), "invalid id -1"),
+        // -- values ---------------------------------------------------------
+        Case::new("bad_duration")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nstop_timeout = \"ten\"\n",
+            )
+            .err("web.toml", At::Value("stop_timeout"), "invalid duration \"ten\""),
+        Case::new("bad_duration_unit")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nrestart_delay = \"5 parsecs\"\n",
+            )
+            .err(
+                "web.toml",
+                At::Value("restart_delay"),
+                "invalid duration \"5 parsecs\"",
+            ),
+        Case::new("bad_stop_signal")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nstop_signal = \"SIGFOO\"\n",
+            )
+            .err(
+                "web.toml",
+                At::Value("stop_signal"),
+                "unknown signal \"SIGFOO\"",
+            ),
+        Case::new("unknown_restart_policy")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nrestart = \"sometimes\"\n",
+            )
+            .err(
+                "web.toml",
+                At::Value("restart"),
+                "unknown variant `sometimes`, expected one of `no`, `on-failure`, `always`",
+            ),
+        Case::new("unknown_service_type")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\ntype = \"forking\"\n",
+            )
+            .err("web.toml", At::Value("type"), "unknown variant `forking`"),
+        Case::new("restart_always_on_oneshot")
+            .unit(
+                "setup.toml",
+                "[service]\ncommand = [\"true\"]\ntype = \"oneshot\"\nrestart = \"always\"\n",
+            )
+            .err(
+                "setup.toml",
+                At::Value("restart"),
+                "restart = \"always\" makes no sense for a oneshot",
+            ),
+        Case::new("start_limit_burst_zero")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nstart_limit_burst = 0\n",
+            )
+            .err(
+                "web.toml",
+                At::Value("start_limit_burst"),
+                "start_limit_burst must be at least 1",
+            ),
+        Case::new("rotate_without_log_file")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\n\n[log]\nrotate = \"daily\"\n",
+            )
+            .err("web.toml", At::Value("rotate"), "rotate needs [log] file"),
+        Case::new("invalid_env_name")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nenv = { \"A=B\" = \"x\" }\n",
+            )
+            .err(
+                "web.toml",
+                At::Find("\"x\""),
+                "invalid environment variable name \"A=B\"",
+            ),
+        // -- command / shell ------------------------------------------------
+        Case::new("both_command_and_shell")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nshell = \"exec true\"\n",
+            )
+            .err(
+                "web.toml",
+                At::Value("shell"),
+                "set either command or shell, not both",
+            ),
+        Case::new("neither_command_nor_shell")
+            .unit(
+                "web.toml",
+                "[unit]\ndescription = \"nothing to run\"\n\n[service]\nrestart = \"no\"\n",
+            )
+            .err(
+                "web.toml",
+                At::Find("[service]"),
+                "[service] needs command (argv list) or shell",
+            ),
+        Case::new("empty_command")
+            .unit("web.toml", "[service]\ncommand = []\n")
+            .err("web.toml", At::Value("command"), "command must not be empty"),
+        Case::new("missing_service_table")
+            .unit("web.toml", "[unit]\ndescription = \"no service\"\n")
+            .err("web.toml", At::Start, "missing [service] table"),
+        Case::new("missing_program")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"no-such-program-flowinit-test\", \"--port\", \"1\"]\n",
+            )
+            .err(
+                "web.toml",
+                At::Value("command"),
+                "program \"no-such-program-flowinit-test\" not found on PATH",
+            ),
+        // -- users ----------------------------------------------------------
+        Case::new("unknown_user")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nuser = \"no-such-user-flowinit\"\n",
+            )
+            .err(
+                "web.toml",
+                At::Value("user"),
+                &root_or("unknown user \"no-such-user-flowinit\""),
+            ),
+        Case::new("unknown_group")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\ngroup = \"no-such-group-flowinit\"\n",
+            )
+            .err(
+                "web.toml",
+                At::Value("group"),
+                &root_or("unknown group \"no-such-group-flowinit\""),
+            ),
+        // -- ${VAR} expansion -----------------------------------------------
+        Case::new("unset_variable_in_command")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"echo\", \"${NOPE}\"]\n",
+            )
+            .err(
+                "web.toml",
+                At::Find("\"${NOPE}\""),
+                "variable ${NOPE} is not set and has no default",
+            ),
+        // The non-ASCII value before the bad one checks that the column
+        // counts characters, not bytes.
+        Case::new("unset_variable_in_env")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nenv = { GREETING = \"héllo wörld\", URL = \"http://${NOPE}/x\" }\n",
+            )
+            .err(
+                "web.toml",
+                At::Find("\"http://${NOPE}/x\""),
+                "variable ${NOPE} is not set and has no default",
+            ),
+        Case::new("unset_variable_in_working_dir")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nworking_dir = \"${NOPE}/app\"\n",
+            )
+            .err(
+                "web.toml",
+                At::Value("working_dir"),
+                "variable ${NOPE} is not set and has no default",
+            ),
+        Case::new("unterminated_variable")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"echo\", \"${HOME\"]\n",
+            )
+            .err("web.toml", At::Find("\"${HOME\""), "unterminated ${"),
+        Case::new("invalid_variable_name")
+            .unit("web.toml", "[service]\ncommand = [\"echo\", \"${1X}\"]\n")
+            .err(
+                "web.toml",
+                At::Find("\"${1X}\""),
+                "invalid variable name \"1X\"",
+            ),
+        // -- env_file -------------------------------------------------------
+        Case::new("env_file_missing")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nenv_file = [\"@AUX@/missing.env\"]\n",
+            )
+            .err(
+                "web.toml",
+                At::Find("\"@AUX@/missing.env\""),
+                "cannot read env_file @AUX@/missing.env",
+            ),
+        Case::new("env_file_malformed_line")
+            .aux("bad.env", "# comment\nA=1\nthis line has no equals sign\n")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nenv_file = [\"-@AUX@/none.env\", \"@AUX@/bad.env\"]\n",
+            )
+            .err(
+                "web.toml",
+                At::Find("\"@AUX@/bad.env\""),
+                "env_file @AUX@/bad.env: line 3: expected KEY=VALUE",
+            ),
+        // -- unit names -----------------------------------------------------
+        // `1x` matches [a-z0-9][a-z0-9_-]* and is a valid dependency target.
+        Case::new("bad_unit_names")
+            .unit("Bad_Name.toml", SVC)
+            .unit("-dash.toml", SVC)
+            .unit("dot.ted.toml", SVC)
+            .unit("1x.toml", SVC)
+            .unit("a_b-c.toml", SVC)
+            .unit(
+                "web.toml",
+                &format!("[unit]\nrequires = [\"1x\", \"a_b-c\"]\n{SVC}"),
+            )
+            .err_unit(
+                "Bad_Name.toml",
+                "Bad_Name",
+                At::Start,
+                "invalid unit name \"Bad_Name\"",
+            )
+            .err_unit(
+                "-dash.toml",
+                "-dash",
+                At::Start,
+                "invalid unit name \"-dash\"",
+            )
+            .err_unit(
+                "dot.ted.toml",
+                "dot.ted",
+                At::Start,
+                "invalid unit name \"dot.ted\"",
+            ),
+        // -- dependencies ---------------------------------------------------
+        Case::new("unknown_dependencies")
+            .unit(
+                "web.toml",
+                &format!(
+                    "[unit]\nrequires = [\"ghost\"]\nwants = [\"spook\"]\nafter = [\"phantom\"]\n{SVC}"
+                ),
+            )
+            .err("web.toml", At::Find("\"ghost\""), "unknown unit \"ghost\"")
+            .err("web.toml", At::Find("\"spook\""), "unknown unit \"spook\"")
+            .err(
+                "web.toml",
+                At::Find("\"phantom\""),
+                "unknown unit \"phantom\"",
+            ),
+        Case::new("self_dependency")
+            .unit("web.toml", &format!("[unit]\nwants = [\"web\"]\n{SVC}"))
+            .err(
+                "web.toml",
+                At::Find("\"web\""),
+                "a unit cannot depend on itself",
+            ),
+        Case::new("two_cycle")
+            .unit("a.toml", &format!("[unit]\nafter = [\"b\"]\n{SVC}"))
+            .unit("b.toml", &format!("[unit]\nrequires = [\"a\"]\n{SVC}"))
+            .err(
+                "a.toml",
+                At::Find("\"b\""),
+                "dependency cycle: a → b → a",
+            ),
+        Case::new("three_cycle")
+            .unit("a.toml", &format!("[unit]\nwants = [\"b\"]\n{SVC}"))
+            .unit("b.toml", &format!("[unit]\nrequires = [\"c\"]\n{SVC}"))
+            .unit("c.toml", &format!("[unit]\nafter = [\"a\"]\n{SVC}"))
+            .err(
+                "a.toml",
+                At::Find("\"b\""),
+                "dependency cycle: a → b → c → a",
+            ),
+        // Same shape, edges the other way round: the cycle is still printed
+        // from its smallest name, in dependency direction.
+        Case::new("three_cycle_reversed")
+            .unit("a.toml", &format!("[unit]\nafter = [\"c\"]\n{SVC}"))
+            .unit("b.toml", &format!("[unit]\nrequires = [\"a\"]\n{SVC}"))
+            .unit("c.toml", &format!("[unit]\nwants = [\"b\"]\n{SVC}"))
+            .err(
+                "a.toml",
+                At::Find("\"c\""),
+                "dependency cycle: a → c → b → a",
+            ),
+        Case::new("requires_unit_disabled_by_profile")
+            .unit("web.toml", &format!("[unit]\nrequires = [\"pg\"]\n{SVC}"))
+            .unit("pg.toml", &format!("[unit]\nprofiles = [\"dev\"]\n{SVC}"))
+            .err(
+                "web.toml",
+                At::Find("\"pg\""),
+                "requires \"pg\", which is disabled (profiles: dev)",
+            ),
+        // A unit whose own file is invalid still exists: a dependent must not
+        // be told that there is "no a.toml in the units dir".
+        Case::new("dependency_on_invalid_unit")
+            .unit(
+                "a.toml",
+                "[service]\ncommand = [\"true\"]\nstop_timeout = \"ten\"\n",
+            )
+            .unit("b.toml", &format!("[unit]\nrequires = [\"a\"]\n{SVC}"))
+            .err("a.toml", At::Value("stop_timeout"), "invalid duration \"ten\""),
+        // -- profiles: disabled units are not resolved, enabled ones are ------
+        Case::new("profile_enabled_by_flag_resolves_program")
+            .unit(
+                "pg.toml",
+                "[unit]\nprofiles = [\"dev\"]\n\n[service]\ncommand = [\"no-such-postgres-flowinit\"]\n",
+            )
+            .args(&["--profile", "dev"])
+            .err(
+                "pg.toml",
+                At::Value("command"),
+                "program \"no-such-postgres-flowinit\" not found on PATH",
+            ),
+        Case::new("profile_enabled_by_env_resolves_program")
+            .unit(
+                "pg.toml",
+                "[unit]\nprofiles = [\"dev\"]\n\n[service]\ncommand = [\"no-such-postgres-flowinit\"]\n",
+            )
+            .env("FLOWINIT_PROFILES", "prod, dev")
+            .err(
+                "pg.toml",
+                At::Value("command"),
+                "program \"no-such-postgres-flowinit\" not found on PATH",
+            ),
+        // -- TOML syntax ----------------------------------------------------
+        Case::new("toml_unquoted_string")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nstop_timeout = 10s\n",
+            )
+            .err(
+                "web.toml",
+                At::Value("stop_timeout"),
+                "string values must be quoted",
+            ),
+        Case::new("toml_unclosed_table_header")
+            .unit("web.toml", "[service\ncommand = [\"true\"]\n")
+            .err("web.toml", At::EndOfLine(1), "unclosed table"),
+        Case::new("toml_duplicate_key")
+            .unit(
+                "web.toml",
+                "[unit]\ncritical = true\ncritical = false\n\n[service]\ncommand = [\"true\"]\n",
+            )
+            .err("web.toml", At::KeyNth("critical", 1), "duplicate key"),
+        Case::new("unit_file_not_utf8")
+            .unit_bytes("web.toml", b"[service]\ncommand = [\"true\", \"\xff\"]\n")
+            .err("web.toml", At::Start, "cannot read unit file"),
+        Case::new("unit_file_is_a_directory")
+            .unit_dir("web.toml")
+            .err("web.toml", At::Start, "cannot read unit file"),
+        // -- every error is collected ---------------------------------------
+        Case::new("errors_in_two_files")
+            .unit(
+                "api.toml",
+                "[service]\ncommand = [\"true\"]\nbogus = 1\n",
+            )
+            .unit("ok.toml", SVC)
+            .unit(
+                "worker.toml",
+                "[service]\ncommand = [\"true\"]\nstop_signal = \"SIGNOPE\"\n",
+            )
+            .err("api.toml", At::Key("bogus"), "unknown field `bogus`")
+            .err(
+                "worker.toml",
+                At::Value("stop_signal"),
+                "unknown signal \"SIGNOPE\"",
+            ),
+        Case::new("many_errors_in_one_file")
+            .unit(
+                "web.toml",
+                "[unit]\nrequires = [\"ghost\"]\n\n[service]\ncommand = [\"true\"]\ntype = \"oneshot\"\nrestart = \"always\"\nstop_timeout = \"ten\"\nstop_signal = \"SIGFOO\"\nstart_limit_burst = 0\n",
+            )
+            .err("web.toml", At::Find("\"ghost\""), "unknown unit \"ghost\"")
+            .err(
+                "web.toml",
+                At::Value("restart"),
+                "makes no sense for a oneshot",
+            )
+            .err("web.toml", At::Value("stop_timeout"), "invalid duration")
+            .err("web.toml", At::Value("stop_signal"), "unknown signal")
+            .err(
+                "web.toml",
+                At::Value("start_limit_burst"),
+                "start_limit_burst must be at least 1",
+            ),
+    ]
+}
+
+/// One test function per case, so that a failure names its case. The
+/// `every_case_has_a_test` test keeps this list and the table in sync.
+macro_rules! case_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                run_named(stringify!($name));
+            }
+        )*
+        const CASE_TESTS: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+case_tests!(
+    unknown_key_in_service,
+    unknown_top_level_table,
+    command_is_a_string,
+    critical_is_a_string,
+    command_element_not_a_string,
+    requires_is_a_string,
+    env_value_not_a_string,
+    start_limit_burst_negative,
+    user_id_negative,
+    bad_duration,
+    bad_duration_unit,
+    bad_stop_signal,
+    unknown_restart_policy,
+    unknown_service_type,
+    restart_always_on_oneshot,
+    start_limit_burst_zero,
+    rotate_without_log_file,
+    invalid_env_name,
+    both_command_and_shell,
+    neither_command_nor_shell,
+    empty_command,
+    missing_service_table,
+    missing_program,
+    unknown_user,
+    unknown_group,
+    unset_variable_in_command,
+    unset_variable_in_env,
+    unset_variable_in_working_dir,
+    unterminated_variable,
+    invalid_variable_name,
+    env_file_missing,
+    env_file_malformed_line,
+    bad_unit_names,
+    unknown_dependencies,
+    self_dependency,
+    two_cycle,
+    three_cycle,
+    three_cycle_reversed,
+    requires_unit_disabled_by_profile,
+    dependency_on_invalid_unit,
+    profile_enabled_by_flag_resolves_program,
+    profile_enabled_by_env_resolves_program,
+    toml_unquoted_string,
+    toml_unclosed_table_header,
+    toml_duplicate_key,
+    unit_file_not_utf8,
+    unit_file_is_a_directory,
+    errors_in_two_files,
+    many_errors_in_one_file,
+);
+
+#[test]
+fn every_case_has_a_test() {
+    let table: Vec<&str> = cases().iter().map(|c| c.name).collect();
+    let unique: BTreeSet<&str> = table.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        table.len(),
+        "duplicate case names in the table"
+    );
+    let tests: BTreeSet<&str> = CASE_TESTS.iter().copied().collect();
+    assert_eq!(
+        unique, tests,
+        "the case table and the case_tests! list differ"
+    );
+    assert!(table.len() >= 20, "only {} cases", table.len());
+}
+
+// ---------------------------------------------------------------------------
+// positive cases
+// ---------------------------------------------------------------------------
+
+#[test]
+fn valid_dir_is_ok() {
+    let dir = TempDir::new("valid");
+    dir.aux("good.env", "# comment\nexport A=1\nB = \"two words\"\n");
+    dir.unit(
+        "web.toml",
+        "[unit]\n\
+         description = \"the web app\"\n\
+         requires = [\"db-setup\"]\n\
+         wants = [\"cache\", \"pg\"]\n\
+         after = [\"1x\"]\n\
+         critical = true\n\
+         \n\
+         [service]\n\
+         command = [\"sh\", \"-c\", \"echo $$HOME $1 ${NOPE:-fallback} ${PATH}\"]\n\
+         type = \"simple\"\n\
+         env = { PORT = \"3001\", HOST = \"${NOPE:-127.0.0.1}\" }\n\
+         env_file = [\"@AUX@/good.env\", \"-@AUX@/optional-missing.env\"]\n\
+         restart = \"on-failure\"\n\
+         restart_delay = \"500ms\"\n\
+         restart_delay_max = \"1m 30s\"\n\
+         start_limit_burst = 3\n\
+         start_limit_interval = \"2m\"\n\
+         stop_signal = \"SIGINT\"\n\
+         stop_timeout = \"10s\"\n\
+         \n\
+         [log]\n\
+         prefix = \"core\"\n\
+         file = \"@AUX@/web.log\"\n\
+         rotate = \"daily\"\n",
+    );
+    dir.unit(
+        "db-setup.toml",
+        "[service]\nshell = \"exec true\"\ntype = \"oneshot\"\nrestart = \"no\"\n",
+    );
+    dir.unit(
+        "cache.toml",
+        "[service]\ncommand = [\"true\"]\nrestart = \"always\"\nstop_signal = \"15\"\n",
+    );
+    dir.unit("1x.toml", SVC);
+    // Disabled by profile: neither its program nor its user are resolved.
+    dir.unit(
+        "pg.toml",
+        "[unit]\nprofiles = [\"dev\"]\n\n[service]\ncommand = [\"no-such-postgres-flowinit\"]\nuser = \"no-such-user-flowinit\"\n",
+    );
+    // Not a unit file: ignored.
+    dir.unit("README.md", "not a unit\n");
+    let out = run_flowinit(&dir, &["check"], &[]);
+    out.assert_clean();
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "check on a valid dir\n{}",
+        out.describe()
+    );
+    assert!(
+        out.stdout
+            .contains("5 units OK (4 enabled, 1 disabled by profile)"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(out.stderr, "", "{}", out.describe());
+}
+
+#[test]
+fn optional_env_file_may_be_missing() {
+    let dir = TempDir::new("optional-env");
+    dir.unit(
+        "web.toml",
+        "[service]\ncommand = [\"true\"]\nenv_file = [\"-@AUX@/missing.env\"]\n",
+    );
+    let out = run_flowinit(&dir, &["check"], &[]);
+    out.assert_clean();
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert!(out.stdout.contains("1 units OK"), "{}", out.describe());
+}
+
+/// The positive twin of `profile_enabled_by_*`: without the profile the unit
+/// is disabled and its missing program is not an error.
+#[test]
+fn disabled_unit_is_not_resolved() {
+    let dir = TempDir::new("disabled");
+    dir.unit(
+        "pg.toml",
+        "[unit]\nprofiles = [\"dev\"]\n\n[service]\ncommand = [\"no-such-postgres-flowinit\"]\n",
+    );
+    for (args, env) in [
+        (&["check"][..], &[][..]),
+        (&["check", "--profile", "prod"][..], &[][..]),
+        (&["check"][..], &[("FLOWINIT_PROFILES", "prod")][..]),
+    ] {
+        let out = run_flowinit(&dir, args, env);
+        out.assert_clean();
+        assert_eq!(out.code(), Some(0), "{args:?} {env:?}\n{}", out.describe());
+        assert!(
+            out.stdout
+                .contains("1 units OK (0 enabled, 1 disabled by profile)"),
+            "{args:?} {env:?}\n{}",
+            out.describe()
+        );
+    }
+}
+
+#[test]
+fn missing_units_dir() {
+    let dir = TempDir::new("no-units-dir");
+    std::fs::remove_dir(&dir.units).expect("remove units dir");
+    let prefix = format!("{}:1:1: cannot read units dir", dir.units.display());
+    let check = run_flowinit(&dir, &["check"], &[]);
+    check.assert_clean();
+    assert_eq!(check.code(), Some(1), "{}", check.describe());
+    assert!(
+        check.stderr.lines().any(|l| l.starts_with(&prefix)),
+        "want a line starting with {prefix:?}\n{}",
+        check.describe()
+    );
+    let up = run_flowinit(&dir, &["up", "--shutdown-timeout", "1s"], &[]);
+    up.assert_clean();
+    assert_eq!(up.code(), Some(2), "{}", up.describe());
+    assert_eq!(up.stdout, "", "{}", up.describe());
+}
+
+// ---------------------------------------------------------------------------
+// running a case
+// ---------------------------------------------------------------------------
+
+fn run_named(name: &str) {
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no case {name:?} in the table"));
+    run_case(&case);
+}
+
+fn run_case(case: &Case) {
+    let dir = TempDir::new(case.name);
+    let subst = |s: &str| dir.subst(s);
+    for (name, text) in &case.aux {
+        dir.aux(name, text);
+    }
+    for name in &case.unit_dirs {
+        std::fs::create_dir(dir.units.join(name)).expect("create dir");
+    }
+    for (name, bytes) in &case.units {
+        let bytes = match std::str::from_utf8(bytes) {
+            Ok(text) => subst(text).into_bytes(),
+            Err(_) => bytes.clone(),
+        };
+        std::fs::write(dir.units.join(name), bytes).expect("write unit file");
+    }
+    // A valid unit that must never be started: the configuration is invalid.
+    dir.unit(
+        "zz-witness.toml",
+        &format!(
+            "[unit]\ndescription = \"must not start: the configuration is invalid\"\n\n\
+             [service]\ntype = \"oneshot\"\nrestart = \"no\"\n\
+             command = [\"/bin/sh\", \"-c\", \"echo started > @ROOT@/{WITNESS_FILE}\"]\n"
+        ),
+    );
+
+    let expected: Vec<(String, String)> = case
+        .errors
+        .iter()
+        .map(|e| {
+            let path = dir.units.join(e.file);
+            let (line, col) = match &e.at {
+                At::Start => (1, 1),
+                at => {
+                    let text = case
+                        .units
+                        .iter()
+                        .find(|(n, _)| *n == e.file)
+                        .and_then(|(_, b)| std::str::from_utf8(b).ok())
+                        .map(subst)
+                        .unwrap_or_else(|| panic!("{}: no text for {}", case.name, e.file));
+                    at.locate(&text, &subst)
+                        .unwrap_or_else(|| panic!("{}: {at:?} not in {}", case.name, e.file))
+                }
+            };
+            (
+                format!("{}:{line}:{col}: unit {}: ", path.display(), e.unit),
+                subst(&e.phrase),
+            )
+        })
+        .collect();
+
+    let env: Vec<(&str, &str)> = case.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let mut check_args = vec!["check"];
+    check_args.extend(&case.args);
+    let check = run_flowinit(&dir, &check_args, &env);
+    check.assert_clean();
+    assert_eq!(
+        check.code(),
+        Some(1),
+        "{}: check must exit 1\n{}",
+        case.name,
+        check.describe()
+    );
+    assert_eq!(
+        check.stdout,
+        "",
+        "{}: check stdout\n{}",
+        case.name,
+        check.describe()
+    );
+    assert_errors(case.name, "check", &check, &expected);
+
+    let mut up_args = vec!["up", "--shutdown-timeout", "1s"];
+    up_args.extend(&case.args);
+    let up = run_flowinit(&dir, &up_args, &env);
+    up.assert_clean();
+    assert_eq!(
+        up.code(),
+        Some(2),
+        "{}: up on an invalid configuration must exit 2\n{}",
+        case.name,
+        up.describe()
+    );
+    assert_eq!(up.stdout, "", "{}: up stdout\n{}", case.name, up.describe());
+    assert!(
+        !dir.root.join(WITNESS_FILE).exists(),
+        "{}: up started a unit although the configuration is invalid\n{}",
+        case.name,
+        up.describe()
+    );
+    assert_errors(case.name, "up", &up, &expected);
+}
+
+/// stderr must be exactly the expected error lines (in any order), then the
+/// summary line.
+fn assert_errors(case: &str, what: &str, out: &Output, expected: &[(String, String)]) {
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let summary = format!("flowinit: {} error(s) in the unit files", expected.len());
+    let mut problems = Vec::new();
+    match lines.last() {
+        Some(last) if *last == summary => {}
+        other => problems.push(format!("last line is {other:?}, want {summary:?}")),
+    }
+    let error_lines = &lines[..lines.len().saturating_sub(1)];
+    let mut used = vec![false; error_lines.len()];
+    for (prefix, phrase) in expected {
+        let hit = error_lines.iter().enumerate().position(|(i, l)| {
+            !used[i]
+                && l.starts_with(prefix.as_str())
+                && l[prefix.len()..].contains(phrase.as_str())
+        });
+        match hit {
+            Some(i) => used[i] = true,
+            None => problems.push(format!("missing: {prefix}…{phrase}…")),
+        }
+    }
+    for (i, l) in error_lines.iter().enumerate() {
+        if !used[i] {
+            problems.push(format!("unexpected: {l}"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{case} ({what}):\n  {}\n{}",
+        problems.join("\n  "),
+        out.describe()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// the table's types
+// ---------------------------------------------------------------------------
+
+struct Case {
+    name: &'static str,
+    /// File name in the units dir → contents (`@AUX@`, `@ROOT@` substituted
+    /// when valid UTF-8).
+    units: Vec<(&'static str, Vec<u8>)>,
+    /// Directories created in the units dir.
+    unit_dirs: Vec<&'static str>,
+    /// Files written to the aux dir (outside the units dir).
+    aux: Vec<(&'static str, String)>,
+    args: Vec<&'static str>,
+    env: Vec<(&'static str, String)>,
+    errors: Vec<Expect>,
+}
+
+struct Expect {
+    file: &'static str,
+    unit: String,
+    at: At,
+    phrase: String,
+}
+
+/// Where an error must point, computed from the fixture text (after
+/// placeholder substitution). Lines and columns are 1-based; columns count
+/// characters.
+#[derive(Debug)]
+enum At {
+    /// 1:1, for errors about the whole file.
+    Start,
+    /// The start of `needle` (placeholders substituted), which must occur
+    /// exactly once.
+    Find(&'static str),
+    /// The key at the start of the only line beginning with `key =`.
+    Key(&'static str),
+    /// The `n`th (0-based) line beginning with `key =`.
+    KeyNth(&'static str, usize),
+    /// The value after `key = ` on the only line beginning with `key =`.
+    Value(&'static str),
+    /// Just past the last character of line `n` (where the parser sees the
+    /// newline).
+    EndOfLine(usize),
+}
+
+impl At {
+    /// `subst` is applied to the needle as it was to the text.
+    fn locate(&self, text: &str, subst: &dyn Fn(&str) -> String) -> Option<(usize, usize)> {
+        let offset = match *self {
+            At::Start => 0,
+            At::Find(needle) => {
+                let needle = subst(needle);
+                let mut hits = text.match_indices(needle.as_str());
+                let first = hits.next()?.0;
+                assert!(hits.next().is_none(), "{needle:?} occurs more than once");
+                first
+            }
+            At::Key(key) => key_line(text, key, 0, true)?,
+            At::KeyNth(key, n) => key_line(text, key, n, false)?,
+            At::Value(key) => {
+                let start = key_line(text, key, 0, true)?;
+                let eq = start + text[start..].find('=')?;
+                let rest = &text[eq + 1..];
+                eq + 1 + (rest.len() - rest.trim_start_matches([' ', '\t']).len())
+            }
+            At::EndOfLine(n) => {
+                let mut offset = 0;
+                for (i, line) in text.split_inclusive('\n').enumerate() {
+                    if i + 1 == n {
+                        return Some(line_col(text, offset + line.trim_end_matches('\n').len()));
+                    }
+                    offset += line.len();
+                }
+                return None;
+            }
+        };
+        Some(line_col(text, offset))
+    }
+}
+
+/// Byte offset of the `n`th line that starts with `key` followed by `=`.
+fn key_line(text: &str, key: &str, n: usize, unique: bool) -> Option<usize> {
+    let mut offset = 0;
+    let mut hits = Vec::new();
+    for line in text.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                hits.push(offset);
+            }
+        }
+        offset += line.len();
+    }
+    if unique {
+        assert!(hits.len() <= 1, "key {key:?} occurs more than once");
+    }
+    hits.get(n).copied()
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+impl Case {
+    fn new(name: &'static str) -> Case {
+        Case {
+            name,
+            units: Vec::new(),
+            unit_dirs: Vec::new(),
+            aux: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+    fn unit(self, file: &'static str, text: &str) -> Case {
+        self.unit_bytes(file, text.as_bytes())
+    }
+    fn unit_bytes(mut self, file: &'static str, bytes: &[u8]) -> Case {
+        self.units.push((file, bytes.to_vec()));
+        self
+    }
+    fn unit_dir(mut self, name: &'static str) -> Case {
+        self.unit_dirs.push(name);
+        self
+    }
+    fn aux(mut self, file: &'static str, text: &str) -> Case {
+        self.aux.push((file, text.to_string()));
+        self
+    }
+    fn args(mut self, args: &[&'static str]) -> Case {
+        self.args.extend(args);
+        self
+    }
+    fn env(mut self, key: &'static str, value: &str) -> Case {
+        self.env.push((key, value.to_string()));
+        self
+    }
+    /// An error in `file`, whose unit name is the file stem.
+    fn err(self, file: &'static str, at: At, phrase: &str) -> Case {
+        let unit = file.strip_suffix(".toml").unwrap_or(file);
+        self.err_unit(file, unit, at, phrase)
+    }
+    fn err_unit(mut self, file: &'static str, unit: &str, at: At, phrase: &str) -> Case {
+        self.errors.push(Expect {
+            file,
+            unit: unit.to_string(),
+            at,
+            phrase: phrase.to_string(),
+        });
+        self
+    }
+}
+
+/// Only root can switch users, so only root resolves user and group names;
+/// anyone else gets told so, at the same place.
+fn root_or(phrase: &str) -> String {
+    if nix::unistd::geteuid().is_root() {
+        phrase.to_string()
+    } else {
+        "user/group need flowinit to run as root".to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// temp dirs
+// ---------------------------------------------------------------------------
+
+/// `$TMPDIR/flowinit-bad-units-PID-N-TAG/{units,aux}`, removed on drop.
+struct TempDir {
+    root: PathBuf,
+    units: PathBuf,
+    aux: PathBuf,
+}
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!(
+            "flowinit-bad-units-{}-{n}-{tag}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        let units = root.join("units");
+        let aux = root.join("aux");
+        std::fs::create_dir_all(&units).expect("create units dir");
+        std::fs::create_dir_all(&aux).expect("create aux dir");
+        TempDir { root, units, aux }
+    }
+
+    fn subst(&self, text: &str) -> String {
+        text.replace("@AUX@", &self.aux.to_string_lossy())
+            .replace("@ROOT@", &self.root.to_string_lossy())
+    }
+
+    fn unit(&self, name: &str, text: &str) {
+        std::fs::write(self.units.join(name), self.subst(text)).expect("write unit file");
+    }
+
+    fn aux(&self, name: &str, text: &str) {
+        std::fs::write(self.aux.join(name), text).expect("write aux file");
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// running the binary
+// ---------------------------------------------------------------------------
+
+struct Output {
+    args: Vec<OsString>,
+    status: Option<ExitStatus>,
+    timed_out: bool,
+    elapsed: Duration,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "  args: {:?}\n  status: {:?}{} after {:?}\n  stdout: {:?}\n  stderr:\n{}",
+            self.args,
+            self.status,
+            if self.timed_out {
+                " (TIMED OUT, killed)"
+            } else {
+                ""
+            },
+            self.elapsed,
+            self.stdout,
+            self.stderr
+                .lines()
+                .map(|l| format!("    | {l}\n"))
+                .collect::<String>()
+        )
+    }
+
+    /// No hang, no panic.
+    fn assert_clean(&self) {
+        assert!(
+            !self.timed_out,
+            "flowinit did not exit\n{}",
+            self.describe()
+        );
+        assert!(
+            !self.stderr.contains("panicked") && !self.stdout.contains("panicked"),
+            "flowinit panicked\n{}",
+            self.describe()
+        );
+    }
+}
+
+/// `flowinit ARGS... --units DIR` with a scrubbed environment plus `env`,
+/// in its own process group; killed (the whole group) after [`RUN_TIMEOUT`].
+fn run_flowinit(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut all: Vec<OsString> = args.iter().map(OsString::from).collect();
+    all.push("--units".into());
+    all.push(dir.units.clone().into_os_string());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowinit"));
+    cmd.args(&all)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    for key in SCRUBBED_ENV {
+        cmd.env_remove(key);
+    }
+    cmd.env("FLOWINIT_SOCKET", dir.root.join("ctl.sock"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("spawn flowinit");
+    let stdout = read_in_background(child.stdout.take());
+    let stderr = read_in_background(child.stderr.take());
+    let mut timed_out = false;
+    let status = loop {
+        match try_reap(&mut child) {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if start.elapsed() >= RUN_TIMEOUT => {
+                timed_out = true;
+                kill_group_and_reap(&mut child);
+                break None;
+            }
+            Ok(None) => thread::sleep(POLL_INTERVAL),
+            Err(e) => panic!("waiting for flowinit: {e}"),
+        }
+    };
+    let elapsed = start.elapsed();
+    let collect = |rx: mpsc::Receiver<Vec<u8>>, what: &str| match rx.recv_timeout(PIPE_TIMEOUT) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => {
+            format!("<{what} still open {PIPE_TIMEOUT:?} after exit: a started unit holds it>")
+        }
+    };
+    Output {
+        args: all,
+        status,
+        timed_out,
+        elapsed,
+        stdout: collect(stdout, "stdout"),
+        stderr: collect(stderr, "stderr"),
+    }
+}
+
+fn read_in_background(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut buf);
+        }
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+/// Kills a run that overstayed, and every process it started. flowinit is
+/// stopped first (SIGSTOP) so that it cannot start or reap anything while we
+/// look: its descendants (units live in their own process groups) cannot be
+/// reaped, so their pids cannot be reused before we kill them. The binary
+/// itself is not reaped yet either, so its pid (= its process group id) is
+/// still its own.
+fn kill_group_and_reap(child: &mut Child) {
+    use nix::sys::signal::{kill, killpg, Signal};
+    use nix::unistd::Pid;
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+        for d in descendants(pid) {
+            let _ = kill(Pid::from_raw(d), Signal::SIGKILL);
+        }
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let _ = child.kill();
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while Instant::now() < deadline {
+        if !matches!(try_reap(child), Ok(None)) {
+            return;
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Every process below `pid`, from /proc/PID/task/TID/children.
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for c in children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok())
+            {
+                if !out.contains(&c) {
+                    out.push(c);
+                    todo.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Non-blocking wait for the binary this test spawned. The "only
+/// process::reaper waits" rule is about flowinit's own children; here the
+/// test harness is the parent and must collect the binary's exit status.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test harness is the parent of the process it runs"
+)]
+fn try_reap(child: &mut Child) -> std::io::Result<Option<ExitStatus>> {
+    child.try_wait()
+}
