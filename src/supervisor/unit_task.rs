@@ -436,7 +436,7 @@ impl UnitTask {
         let spec = SpawnSpec {
             program: svc.program.clone(),
             argv: svc.argv.iter().map(OsString::from).collect(),
-            env: Some(svc.env.clone()),
+            env: Some(env),
             working_dir: svc.working_dir.clone(),
             credentials: svc
                 .credentials

@@ -86,7 +86,6 @@ pub struct Opts<'a> {
     pub dirty_signals: bool,
 }
 
-
 impl Flowinit {
     /// `flowinit up --units DIR/units ARGS…`
     pub fn up(dir: &TempDir, opts: Opts) -> Flowinit {
