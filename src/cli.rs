@@ -1,15 +1,15 @@
 //! The command line (clap types) and the commands that need no daemon.
 
+use crate::control::client::{call, ClientError};
+use crate::control::protocol::{Request, Response};
+use crate::control::{render, socket_path};
 use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "flowinit",
-    version,
-    about = "A container init and service supervisor driven by TOML unit files"
-)]
+#[command(name = "flowinit", version, about = "A container init and service supervisor driven by TOML unit files")]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -25,6 +25,61 @@ pub enum Command {
     Up(UpArgs),
     /// Validate the unit files offline; exit 0 when valid, 1 otherwise.
     Check(UnitsArgs),
+    /// Show the units (exit 0 when every active unit is ready or done, 3 otherwise, 4 without a daemon).
+    Status(StatusArgs),
+    /// Start units (and what they require); returns once they are up.
+    Start(TargetArgs),
+    /// Stop units (and the units that require them first); they stay stopped until started.
+    Stop(TargetArgs),
+    /// Stop, then start units (and the units that require them).
+    Restart(TargetArgs),
+    /// Re-read the units dir: start new units, stop removed ones, restart changed ones.
+    Reload(SocketArgs),
+    /// Show recent log lines kept in memory.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SocketArgs {
+    /// Control socket [default: $FLOWINIT_SOCKET, else /run/flowinit.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Show details and the last log lines of these units.
+    pub units: Vec<String>,
+    /// Print the status as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Print nothing; only the exit code (for health checks).
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    #[arg(required = true)]
+    pub units: Vec<String>,
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Only these units (default: all).
+    pub units: Vec<String>,
+    /// How many recent lines.
+    #[arg(short = 'n', long = "lines", default_value_t = 50)]
+    pub lines: usize,
+    /// Keep printing new lines until interrupted.
+    #[arg(short, long)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub socket: SocketArgs,
 }
 
 #[derive(Debug, Args)]
@@ -44,36 +99,27 @@ pub struct UpArgs {
     /// The whole shutdown fits in this [default: $FLOWINIT_SHUTDOWN_TIMEOUT, else 9s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Option<Duration>,
+    #[command(flatten)]
+    pub socket: SocketArgs,
 }
 
 impl UnitsArgs {
     pub fn units_dir(&self) -> PathBuf {
         self.units
             .clone()
-            .or_else(|| {
-                std::env::var_os("FLOWINIT_UNITS")
-                    .filter(|v| !v.is_empty())
-                    .map(PathBuf::from)
-            })
+            .or_else(|| std::env::var_os("FLOWINIT_UNITS").filter(|v| !v.is_empty()).map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("/etc/flowinit/units"))
     }
 
     pub fn profiles(&self) -> Vec<String> {
         let from_env;
         let list: &[String] = if self.profiles.is_empty() {
-            from_env = std::env::var("FLOWINIT_PROFILES")
-                .map(|v| vec![v])
-                .unwrap_or_default();
+            from_env = std::env::var("FLOWINIT_PROFILES").map(|v| vec![v]).unwrap_or_default();
             &from_env
         } else {
             &self.profiles
         };
-        list.iter()
-            .flat_map(|p| p.split(','))
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(String::from)
-            .collect()
+        list.iter().flat_map(|p| p.split(',')).map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect()
     }
 }
 
@@ -83,10 +129,105 @@ impl UpArgs {
             return Ok(d);
         }
         match std::env::var("FLOWINIT_SHUTDOWN_TIMEOUT") {
-            Ok(v) if !v.is_empty() => humantime::parse_duration(&v).map_err(|e| {
-                format!("FLOWINIT_SHUTDOWN_TIMEOUT={v:?}: {e} (examples: \"9s\", \"1m\")")
-            }),
+            Ok(v) if !v.is_empty() => humantime::parse_duration(&v)
+                .map_err(|e| format!("FLOWINIT_SHUTDOWN_TIMEOUT={v:?}: {e} (examples: \"9s\", \"1m\")")),
             _ => Ok(Duration::from_secs(9)),
         }
+    }
+}
+
+/// Exit code when no daemon answers.
+const NO_DAEMON: u8 = 4;
+
+fn fail(e: ClientError) -> u8 {
+    match e {
+        ClientError::NoDaemon(m) => {
+            eprintln!("flowinit: {m}");
+            NO_DAEMON
+        }
+        ClientError::Broken(m) => {
+            eprintln!("flowinit: {m}");
+            1
+        }
+    }
+}
+
+/// One request, one answer.
+fn ask(socket: &SocketArgs, request: Request) -> Result<Response, ClientError> {
+    let mut answer = None;
+    call(&socket_path(socket.socket.clone()), request, |r| {
+        answer = Some(r);
+        false
+    })?;
+    answer.ok_or_else(|| ClientError::Broken("the daemon closed the connection without answering".into()))
+}
+
+pub fn status(args: &StatusArgs) -> u8 {
+    let answer = match ask(&args.socket, Request::Status { units: args.units.clone() }) {
+        Ok(a) => a,
+        Err(e) if args.quiet => match e {
+            ClientError::NoDaemon(_) => return NO_DAEMON,
+            ClientError::Broken(_) => return 1,
+        },
+        Err(e) => return fail(e),
+    };
+    let Some(report) = answer.status else {
+        if !args.quiet {
+            eprintln!("flowinit: {}", answer.error.unwrap_or_else(|| "unexpected answer".into()));
+        }
+        return 1;
+    };
+    let code = render::health_code(&report);
+    if args.quiet {
+        return code;
+    }
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(j) => println!("{j}"),
+            Err(e) => eprintln!("flowinit: {e}"),
+        }
+        return code;
+    }
+    let color = std::io::stdout().is_terminal();
+    let now = std::time::SystemTime::now();
+    if args.units.is_empty() {
+        print!("{}", render::table(&report, now, color));
+    } else {
+        let parts: Vec<String> = report.units.iter().map(|u| render::details(u, now, color)).collect();
+        print!("{}", parts.join("\n"));
+    }
+    code
+}
+
+pub fn act(socket: &SocketArgs, request: Request) -> u8 {
+    match ask(socket, request) {
+        Ok(Response { ok: true, message, .. }) => {
+            println!("{}", message.unwrap_or_else(|| "done".into()));
+            0
+        }
+        Ok(r) => {
+            eprintln!("flowinit: {}", r.error.unwrap_or_else(|| "failed".into()));
+            1
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub fn logs(args: &LogsArgs) -> u8 {
+    let request = Request::Logs { units: args.units.clone(), lines: args.lines, follow: args.follow };
+    let mut code = 0;
+    let result = call(&socket_path(args.socket.socket.clone()), request, |r| {
+        if let Some(l) = &r.log {
+            println!("{}", render::log_line(l, true));
+        }
+        if let Some(e) = &r.error {
+            eprintln!("flowinit: {e}");
+            code = 1;
+        }
+        !r.end && r.error.is_none()
+    });
+    match result {
+        Ok(()) => code,
+        Err(e) => fail(e),
     }
 }

@@ -40,8 +40,7 @@ pub fn find_cycles(nodes: &[(&str, Vec<&str>)]) -> Vec<Vec<String>> {
                     }
                     Some(Color::Gray) => {
                         let start = stack.iter().position(|(n, _)| n == dep).unwrap_or(0);
-                        let cycle: Vec<String> =
-                            stack[start..].iter().map(|(n, _)| n.to_string()).collect();
+                        let cycle: Vec<String> = stack[start..].iter().map(|(n, _)| n.to_string()).collect();
                         found.insert(rotate_to_min(cycle));
                     }
                     _ => {}
@@ -56,12 +55,7 @@ pub fn find_cycles(nodes: &[(&str, Vec<&str>)]) -> Vec<Vec<String>> {
 }
 
 fn rotate_to_min(mut cycle: Vec<String>) -> Vec<String> {
-    if let Some(min) = cycle
-        .iter()
-        .enumerate()
-        .min_by(|a, b| a.1.cmp(b.1))
-        .map(|(i, _)| i)
-    {
+    if let Some(min) = cycle.iter().enumerate().min_by(|a, b| a.1.cmp(b.1)).map(|(i, _)| i) {
         cycle.rotate_left(min);
     }
     cycle
@@ -78,29 +72,16 @@ mod tests {
         let cases: &[Case] = &[
             (&[("a", &[]), ("b", &["a"])], &[]),
             (&[("a", &["b"]), ("b", &["a"])], &[&["a", "b"]]),
-            (
-                &[("c", &["a"]), ("a", &["b"]), ("b", &["c"])],
-                &[&["a", "b", "c"]],
-            ),
+            (&[("c", &["a"]), ("a", &["b"]), ("b", &["c"])], &[&["a", "b", "c"]]),
             (&[("a", &["a"])], &[&["a"]]),
             // Diamond: no cycle.
-            (
-                &[("a", &["b", "c"]), ("b", &["d"]), ("c", &["d"]), ("d", &[])],
-                &[],
-            ),
+            (&[("a", &["b", "c"]), ("b", &["d"]), ("c", &["d"]), ("d", &[])], &[]),
             // Two separate cycles.
-            (
-                &[("a", &["b"]), ("b", &["a"]), ("x", &["y"]), ("y", &["x"])],
-                &[&["a", "b"], &["x", "y"]],
-            ),
+            (&[("a", &["b"]), ("b", &["a"]), ("x", &["y"]), ("y", &["x"])], &[&["a", "b"], &["x", "y"]]),
         ];
         for (nodes, want) in cases {
-            let nodes: Vec<(&str, Vec<&str>)> =
-                nodes.iter().map(|(n, d)| (*n, d.to_vec())).collect();
-            let want: Vec<Vec<String>> = want
-                .iter()
-                .map(|c| c.iter().map(|s| s.to_string()).collect())
-                .collect();
+            let nodes: Vec<(&str, Vec<&str>)> = nodes.iter().map(|(n, d)| (*n, d.to_vec())).collect();
+            let want: Vec<Vec<String>> = want.iter().map(|c| c.iter().map(|s| s.to_string()).collect()).collect();
             assert_eq!(find_cycles(&nodes), want, "{nodes:?}");
         }
     }

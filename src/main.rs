@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod control;
 mod graph;
 mod logs;
 mod probe;
@@ -15,6 +16,7 @@ use cli::{Cli, Command, UnitsArgs, UpArgs};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    process::signal::reset_inherited_dispositions();
     // args_os: a command's arguments need not be UTF-8.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // `flowinit -- CMD…` is handled before clap so that nothing in CMD's
@@ -27,6 +29,12 @@ fn main() -> ExitCode {
         None => up(cli.up),
         Some(Command::Up(a)) => up(a),
         Some(Command::Check(a)) => check(&a),
+        Some(Command::Status(a)) => cli::status(&a),
+        Some(Command::Start(a)) => cli::act(&a.socket, control::protocol::Request::Start { units: a.units }),
+        Some(Command::Stop(a)) => cli::act(&a.socket, control::protocol::Request::Stop { units: a.units }),
+        Some(Command::Restart(a)) => cli::act(&a.socket, control::protocol::Request::Restart { units: a.units }),
+        Some(Command::Reload(a)) => cli::act(&a, control::protocol::Request::Reload {}),
+        Some(Command::Logs(a)) => cli::logs(&a),
     };
     ExitCode::from(code)
 }
@@ -78,12 +86,22 @@ fn up(args: UpArgs) -> u8 {
             return 2;
         }
     };
+    let socket = control::socket_path(args.socket.socket.clone());
+    let bound = match control::server::bind(&socket) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("flowinit: {e}");
+            return 2;
+        }
+    };
     become_subreaper_unless_pid1();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    process::signal::ignore_stray_signals();
+    let opts = supervisor::manager::Options {
+        shutdown_timeout,
+        units_dir: args.units.units_dir(),
+        profiles: args.units.profiles(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("flowinit: cannot start the async runtime: {e}");
@@ -99,9 +117,15 @@ fn up(args: UpArgs) -> u8 {
             }
         };
         logs::events::init(sink.clone());
-        let code = supervisor::run(set, shutdown_timeout, sink).await;
-        // Give the writer threads a moment to drain what is queued.
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut guard = None;
+        let code = supervisor::run(set, opts, sink.clone(), |handle, snapshot| {
+            guard = control::server::serve(bound, handle, snapshot);
+        })
+        .await;
+        drop(guard);
+        // Lines still queued reach the output before we exit, unless the
+        // reader is stuck: PID 1 must still exit.
+        sink.drain(std::time::Duration::from_secs(1)).await;
         code
     })
 }
@@ -111,7 +135,9 @@ fn up(args: UpArgs) -> u8 {
 fn become_subreaper_unless_pid1() {
     if std::process::id() != 1 {
         if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-            eprintln!("flowinit: warning: cannot become a child subreaper ({e}); orphans will not be reaped by flowinit");
+            eprintln!(
+                "flowinit: warning: cannot become a child subreaper ({e}); orphans will not be reaped by flowinit"
+            );
         }
     }
 }

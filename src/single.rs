@@ -11,17 +11,8 @@ use std::path::PathBuf;
 
 /// Signals that are the process's own business (faults) or job control
 /// noise; everything else is forwarded.
-const NOT_FORWARDED: [S; 9] = [
-    S::SIGFPE,
-    S::SIGILL,
-    S::SIGSEGV,
-    S::SIGBUS,
-    S::SIGABRT,
-    S::SIGTRAP,
-    S::SIGSYS,
-    S::SIGTTIN,
-    S::SIGTTOU,
-];
+const NOT_FORWARDED: [S; 9] =
+    [S::SIGFPE, S::SIGILL, S::SIGSEGV, S::SIGBUS, S::SIGABRT, S::SIGTRAP, S::SIGSYS, S::SIGTTIN, S::SIGTTOU];
 
 pub fn run(cmd: &[OsString]) -> u8 {
     let Some(program) = cmd.first() else {
@@ -31,6 +22,11 @@ pub fn run(cmd: &[OsString]) -> u8 {
     crate::become_subreaper_unless_pid1();
     let path: PathBuf = match which::which(program) {
         Ok(p) => p,
+        // Like a shell: a path that exists but cannot run is 126.
+        Err(_) if program.to_string_lossy().contains('/') && std::path::Path::new(program).exists() => {
+            eprintln!("flowinit: {}: permission denied (not executable)", program.to_string_lossy());
+            return 126;
+        }
         Err(_) => {
             eprintln!("flowinit: {}: command not found", program.to_string_lossy());
             return 127;
@@ -59,11 +55,7 @@ pub fn run(cmd: &[OsString]) -> u8 {
         Ok(pid) => pid,
         Err(e) => {
             eprintln!("flowinit: cannot run {}: {e}", program.to_string_lossy());
-            return if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
+            return if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
         }
     };
     loop {

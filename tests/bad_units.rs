@@ -581,16 +581,9 @@ case_tests!(
 fn every_case_has_a_test() {
     let table: Vec<&str> = cases().iter().map(|c| c.name).collect();
     let unique: BTreeSet<&str> = table.iter().copied().collect();
-    assert_eq!(
-        unique.len(),
-        table.len(),
-        "duplicate case names in the table"
-    );
+    assert_eq!(unique.len(), table.len(), "duplicate case names in the table");
     let tests: BTreeSet<&str> = CASE_TESTS.iter().copied().collect();
-    assert_eq!(
-        unique, tests,
-        "the case table and the case_tests! list differ"
-    );
+    assert_eq!(unique, tests, "the case table and the case_tests! list differ");
     assert!(table.len() >= 20, "only {} cases", table.len());
 }
 
@@ -629,14 +622,8 @@ fn valid_dir_is_ok() {
          file = \"@AUX@/web.log\"\n\
          rotate = \"daily\"\n",
     );
-    dir.unit(
-        "db-setup.toml",
-        "[service]\nshell = \"exec true\"\ntype = \"oneshot\"\nrestart = \"no\"\n",
-    );
-    dir.unit(
-        "cache.toml",
-        "[service]\ncommand = [\"true\"]\nrestart = \"always\"\nstop_signal = \"15\"\n",
-    );
+    dir.unit("db-setup.toml", "[service]\nshell = \"exec true\"\ntype = \"oneshot\"\nrestart = \"no\"\n");
+    dir.unit("cache.toml", "[service]\ncommand = [\"true\"]\nrestart = \"always\"\nstop_signal = \"15\"\n");
     dir.unit("1x.toml", SVC);
     // Disabled by profile: neither its program nor its user are resolved.
     dir.unit(
@@ -647,28 +634,15 @@ fn valid_dir_is_ok() {
     dir.unit("README.md", "not a unit\n");
     let out = run_flowinit(&dir, &["check"], &[]);
     out.assert_clean();
-    assert_eq!(
-        out.code(),
-        Some(0),
-        "check on a valid dir\n{}",
-        out.describe()
-    );
-    assert!(
-        out.stdout
-            .contains("5 units OK (4 enabled, 1 disabled by profile)"),
-        "{}",
-        out.describe()
-    );
+    assert_eq!(out.code(), Some(0), "check on a valid dir\n{}", out.describe());
+    assert!(out.stdout.contains("5 units OK (4 enabled, 1 disabled by profile)"), "{}", out.describe());
     assert_eq!(out.stderr, "", "{}", out.describe());
 }
 
 #[test]
 fn optional_env_file_may_be_missing() {
     let dir = TempDir::new("optional-env");
-    dir.unit(
-        "web.toml",
-        "[service]\ncommand = [\"true\"]\nenv_file = [\"-@AUX@/missing.env\"]\n",
-    );
+    dir.unit("web.toml", "[service]\ncommand = [\"true\"]\nenv_file = [\"-@AUX@/missing.env\"]\n");
     let out = run_flowinit(&dir, &["check"], &[]);
     out.assert_clean();
     assert_eq!(out.code(), Some(0), "{}", out.describe());
@@ -680,10 +654,7 @@ fn optional_env_file_may_be_missing() {
 #[test]
 fn disabled_unit_is_not_resolved() {
     let dir = TempDir::new("disabled");
-    dir.unit(
-        "pg.toml",
-        "[unit]\nprofiles = [\"dev\"]\n\n[service]\ncommand = [\"no-such-postgres-flowinit\"]\n",
-    );
+    dir.unit("pg.toml", "[unit]\nprofiles = [\"dev\"]\n\n[service]\ncommand = [\"no-such-postgres-flowinit\"]\n");
     for (args, env) in [
         (&["check"][..], &[][..]),
         (&["check", "--profile", "prod"][..], &[][..]),
@@ -693,8 +664,7 @@ fn disabled_unit_is_not_resolved() {
         out.assert_clean();
         assert_eq!(out.code(), Some(0), "{args:?} {env:?}\n{}", out.describe());
         assert!(
-            out.stdout
-                .contains("1 units OK (0 enabled, 1 disabled by profile)"),
+            out.stdout.contains("1 units OK (0 enabled, 1 disabled by profile)"),
             "{args:?} {env:?}\n{}",
             out.describe()
         );
@@ -725,10 +695,7 @@ fn missing_units_dir() {
 // ---------------------------------------------------------------------------
 
 fn run_named(name: &str) {
-    let case = cases()
-        .into_iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no case {name:?} in the table"));
+    let case = cases().into_iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no case {name:?} in the table"));
     run_case(&case);
 }
 
@@ -773,14 +740,10 @@ fn run_case(case: &Case) {
                         .and_then(|(_, b)| std::str::from_utf8(b).ok())
                         .map(subst)
                         .unwrap_or_else(|| panic!("{}: no text for {}", case.name, e.file));
-                    at.locate(&text, &subst)
-                        .unwrap_or_else(|| panic!("{}: {at:?} not in {}", case.name, e.file))
+                    at.locate(&text, &subst).unwrap_or_else(|| panic!("{}: {at:?} not in {}", case.name, e.file))
                 }
             };
-            (
-                format!("{}:{line}:{col}: unit {}: ", path.display(), e.unit),
-                subst(&e.phrase),
-            )
+            (format!("{}:{line}:{col}: unit {}: ", path.display(), e.unit), subst(&e.phrase))
         })
         .collect();
 
@@ -790,33 +753,15 @@ fn run_case(case: &Case) {
     check_args.extend(&case.args);
     let check = run_flowinit(&dir, &check_args, &env);
     check.assert_clean();
-    assert_eq!(
-        check.code(),
-        Some(1),
-        "{}: check must exit 1\n{}",
-        case.name,
-        check.describe()
-    );
-    assert_eq!(
-        check.stdout,
-        "",
-        "{}: check stdout\n{}",
-        case.name,
-        check.describe()
-    );
+    assert_eq!(check.code(), Some(1), "{}: check must exit 1\n{}", case.name, check.describe());
+    assert_eq!(check.stdout, "", "{}: check stdout\n{}", case.name, check.describe());
     assert_errors(case.name, "check", &check, &expected);
 
     let mut up_args = vec!["up", "--shutdown-timeout", "1s"];
     up_args.extend(&case.args);
     let up = run_flowinit(&dir, &up_args, &env);
     up.assert_clean();
-    assert_eq!(
-        up.code(),
-        Some(2),
-        "{}: up on an invalid configuration must exit 2\n{}",
-        case.name,
-        up.describe()
-    );
+    assert_eq!(up.code(), Some(2), "{}: up on an invalid configuration must exit 2\n{}", case.name, up.describe());
     assert_eq!(up.stdout, "", "{}: up stdout\n{}", case.name, up.describe());
     assert!(
         !dir.root.join(WITNESS_FILE).exists(),
@@ -841,9 +786,7 @@ fn assert_errors(case: &str, what: &str, out: &Output, expected: &[(String, Stri
     let mut used = vec![false; error_lines.len()];
     for (prefix, phrase) in expected {
         let hit = error_lines.iter().enumerate().position(|(i, l)| {
-            !used[i]
-                && l.starts_with(prefix.as_str())
-                && l[prefix.len()..].contains(phrase.as_str())
+            !used[i] && l.starts_with(prefix.as_str()) && l[prefix.len()..].contains(phrase.as_str())
         });
         match hit {
             Some(i) => used[i] = true,
@@ -855,12 +798,7 @@ fn assert_errors(case: &str, what: &str, out: &Output, expected: &[(String, Stri
             problems.push(format!("unexpected: {l}"));
         }
     }
-    assert!(
-        problems.is_empty(),
-        "{case} ({what}):\n  {}\n{}",
-        problems.join("\n  "),
-        out.describe()
-    );
+    assert!(problems.is_empty(), "{case} ({what}):\n  {}\n{}", problems.join("\n  "), out.describe());
 }
 
 // ---------------------------------------------------------------------------
@@ -1010,12 +948,7 @@ impl Case {
         self.err_unit(file, unit, at, phrase)
     }
     fn err_unit(mut self, file: &'static str, unit: &str, at: At, phrase: &str) -> Case {
-        self.errors.push(Expect {
-            file,
-            unit: unit.to_string(),
-            at,
-            phrase: phrase.to_string(),
-        });
+        self.errors.push(Expect { file, unit: unit.to_string(), at, phrase: phrase.to_string() });
         self
     }
 }
@@ -1045,10 +978,7 @@ impl TempDir {
     fn new(tag: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let root = std::env::temp_dir().join(format!(
-            "flowinit-bad-units-{}-{n}-{tag}",
-            std::process::id()
-        ));
+        let root = std::env::temp_dir().join(format!("flowinit-bad-units-{}-{n}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let units = root.join("units");
         let aux = root.join("aux");
@@ -1058,8 +988,7 @@ impl TempDir {
     }
 
     fn subst(&self, text: &str) -> String {
-        text.replace("@AUX@", &self.aux.to_string_lossy())
-            .replace("@ROOT@", &self.root.to_string_lossy())
+        text.replace("@AUX@", &self.aux.to_string_lossy()).replace("@ROOT@", &self.root.to_string_lossy())
     }
 
     fn unit(&self, name: &str, text: &str) {
@@ -1100,27 +1029,16 @@ impl Output {
             "  args: {:?}\n  status: {:?}{} after {:?}\n  stdout: {:?}\n  stderr:\n{}",
             self.args,
             self.status,
-            if self.timed_out {
-                " (TIMED OUT, killed)"
-            } else {
-                ""
-            },
+            if self.timed_out { " (TIMED OUT, killed)" } else { "" },
             self.elapsed,
             self.stdout,
-            self.stderr
-                .lines()
-                .map(|l| format!("    | {l}\n"))
-                .collect::<String>()
+            self.stderr.lines().map(|l| format!("    | {l}\n")).collect::<String>()
         )
     }
 
     /// No hang, no panic.
     fn assert_clean(&self) {
-        assert!(
-            !self.timed_out,
-            "flowinit did not exit\n{}",
-            self.describe()
-        );
+        assert!(!self.timed_out, "flowinit did not exit\n{}", self.describe());
         assert!(
             !self.stderr.contains("panicked") && !self.stdout.contains("panicked"),
             "flowinit panicked\n{}",
@@ -1136,11 +1054,7 @@ fn run_flowinit(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Output {
     all.push("--units".into());
     all.push(dir.units.clone().into_os_string());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowinit"));
-    cmd.args(&all)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    cmd.args(&all).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     for key in SCRUBBED_ENV {
         cmd.env_remove(key);
     }
@@ -1229,12 +1143,8 @@ fn descendants(pid: i32) -> Vec<i32> {
             continue;
         };
         for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for c in children
-                .split_whitespace()
-                .filter_map(|c| c.parse::<i32>().ok())
-            {
+            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for c in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
                 if !out.contains(&c) {
                     out.push(c);
                     todo.push(c);
@@ -1248,10 +1158,7 @@ fn descendants(pid: i32) -> Vec<i32> {
 /// Non-blocking wait for the binary this test spawned. The "only
 /// process::reaper waits" rule is about flowinit's own children; here the
 /// test harness is the parent and must collect the binary's exit status.
-#[expect(
-    clippy::disallowed_methods,
-    reason = "the test harness is the parent of the process it runs"
-)]
+#[expect(clippy::disallowed_methods, reason = "the test harness is the parent of the process it runs")]
 fn try_reap(child: &mut Child) -> std::io::Result<Option<ExitStatus>> {
     child.try_wait()
 }

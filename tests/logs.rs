@@ -14,11 +14,7 @@ const T: Duration = Duration::from_secs(30);
 /// The message part of `prefix | msg` lines of one unit.
 fn messages(text: &str, prefix: &str) -> Vec<String> {
     text.lines()
-        .filter_map(|l| {
-            l.split_once(" | ")
-                .filter(|(p, _)| p.trim_end() == prefix)
-                .map(|(_, m)| m.to_string())
-        })
+        .filter_map(|l| l.split_once(" | ").filter(|(p, _)| p.trim_end() == prefix).map(|(_, m)| m.to_string()))
         .collect()
 }
 
@@ -27,15 +23,9 @@ fn two_hundred_thousand_lines_per_stream_arrive_once_in_order() {
     let d = TempDir::new("flood");
     d.unit(
         "numbered",
-        &format!(
-            "[service]\ncommand = [\"{}\", \"200000\"]\nrestart = \"no\"\n",
-            fixture("numbered.py")
-        ),
+        &format!("[service]\ncommand = [\"{}\", \"200000\"]\nrestart = \"no\"\n", fixture("numbered.py")),
     );
-    d.unit(
-        "longer-name",
-        "[service]\ncommand = [\"sleep\", \"1000\"]\n",
-    );
+    d.unit("longer-name", "[service]\ncommand = [\"sleep\", \"1000\"]\n");
     let mut f = Flowinit::up(&d, Opts::default());
     f.wait_log("unit numbered exited 0", T);
     assert_eq!(f.stop(T), 0);
@@ -43,33 +33,20 @@ fn two_hundred_thousand_lines_per_stream_arrive_once_in_order() {
         let msgs = messages(&text, "numbered");
         assert_eq!(msgs.len(), 200_000, "{tag}: every line exactly once");
         for (i, m) in msgs.iter().enumerate() {
-            assert_eq!(
-                *m,
-                format!("{tag} {i:07}"),
-                "{tag}: line {i} out of order or mangled"
-            );
+            assert_eq!(*m, format!("{tag} {i:07}"), "{tag}: line {i} out of order or mangled");
         }
         // Prefixes are padded to the widest unit name.
-        assert!(
-            text.lines().any(|l| l.starts_with("numbered    | ")),
-            "{tag}: padded prefix"
-        );
+        assert!(text.lines().any(|l| l.starts_with("numbered    | ")), "{tag}: padded prefix");
     }
 }
 
 #[test]
 fn partial_long_and_invalid_lines() {
     let d = TempDir::new("odd");
-    d.unit(
-        "partial",
-        "[service]\nshell = \"printf 'first\\\\nno newline at end'\"\nrestart = \"no\"\n",
-    );
+    d.unit("partial", "[service]\nshell = \"printf 'first\\\\nno newline at end'\"\nrestart = \"no\"\n");
     d.unit("long", "[service]\ncommand = [\"python3\", \"-c\", \"import sys; sys.stdout.write('a' * 1048576 + '\\\\nshort\\\\n')\"]\nrestart = \"no\"\n");
     d.unit("bytes", "[service]\ncommand = [\"python3\", \"-c\", \"import sys; sys.stdout.buffer.write(b'\\\\xff\\\\xfe ok \\\\xc3\\\\xa9\\\\n')\"]\nrestart = \"no\"\n");
-    d.unit(
-        "custom",
-        "[service]\nshell = \"echo hello\"\nrestart = \"no\"\n[log]\nprefix = \"core\"\n",
-    );
+    d.unit("custom", "[service]\nshell = \"echo hello\"\nrestart = \"no\"\n[log]\nprefix = \"core\"\n");
     let mut f = Flowinit::up(&d, Opts::default());
     for u in ["partial", "long", "bytes", "custom"] {
         f.wait_log(&format!("unit {u} exited 0"), T);
@@ -78,14 +55,8 @@ fn partial_long_and_invalid_lines() {
     let out = f.stdout();
     assert_eq!(messages(&out, "partial"), ["first", "no newline at end"]);
     let long = messages(&out, "long");
-    assert_eq!(
-        long.len(),
-        17,
-        "1 MiB cut into 64 KiB pieces, then the short line"
-    );
-    assert!(long[..16]
-        .iter()
-        .all(|l| l.len() == 65536 && l.bytes().all(|b| b == b'a')));
+    assert_eq!(long.len(), 17, "1 MiB cut into 64 KiB pieces, then the short line");
+    assert!(long[..16].iter().all(|l| l.len() == 65536 && l.bytes().all(|b| b == b'a')));
     assert_eq!(long[16], "short");
     assert_eq!(messages(&out, "bytes"), ["\u{FFFD}\u{FFFD} ok é"]);
     assert_eq!(messages(&out, "core"), ["hello"]);
@@ -94,45 +65,31 @@ fn partial_long_and_invalid_lines() {
 #[test]
 fn json_format_is_one_object_per_line() {
     let d = TempDir::new("json");
-    d.unit(
-        "svc",
-        "[service]\nshell = \"echo 'a \\\"quoted\\\" line'; echo oops >&2\"\nrestart = \"no\"\n",
-    );
-    let mut f = Flowinit::up(
-        &d,
-        Opts {
-            env: &[("FLOWINIT_LOG_FORMAT", "json")],
-            ..Opts::default()
-        },
-    );
+    d.unit("svc", "[service]\nshell = \"echo 'a \\\"quoted\\\" line'; echo oops >&2\"\nrestart = \"no\"\n");
+    let mut f = Flowinit::up(&d, Opts { env: &[("FLOWINIT_LOG_FORMAT", "json")], ..Opts::default() });
     f.wait_log("unit svc exited 0", T);
     assert_eq!(f.stop(T), 0);
     let parse = |text: String| -> Vec<serde_json::Value> {
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-            .collect()
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))).collect()
     };
     let out = parse(f.stdout());
     assert_eq!(out.len(), 1);
     assert_eq!(out[0]["unit"], "svc");
     assert_eq!(out[0]["stream"], "stdout");
     assert_eq!(out[0]["msg"], "a \"quoted\" line");
-    assert!(out[0]["ts"]
-        .as_str()
-        .is_some_and(|t| t.ends_with('Z') && t.contains('T')));
+    assert!(out[0]["ts"].as_str().is_some_and(|t| t.ends_with('Z') && t.contains('T')));
     let err = parse(f.stderr());
-    assert!(err
-        .iter()
-        .any(|v| v["unit"] == "svc" && v["stream"] == "stderr" && v["msg"] == "oops"));
-    assert!(err.iter().any(|v| v["unit"] == "flowinit"
-        && v["level"] == "info"
-        && v["msg"] == "unit svc exited 0"));
+    assert!(err.iter().any(|v| v["unit"] == "svc" && v["stream"] == "stderr" && v["msg"] == "oops"));
+    assert!(err.iter().any(|v| v["unit"] == "flowinit" && v["level"] == "info" && v["msg"] == "unit svc exited 0"));
 }
 
 #[test]
 fn log_file_gets_a_copy_of_the_lines() {
     let d = TempDir::new("logfile");
-    d.unit("svc", "[service]\nshell = \"echo one; echo two >&2\"\nrestart = \"no\"\n[log]\nfile = \"{dir}/logs/svc.log\"\n");
+    d.unit(
+        "svc",
+        "[service]\nshell = \"echo one; echo two >&2\"\nrestart = \"no\"\n[log]\nfile = \"{dir}/logs/svc.log\"\n",
+    );
     let mut f = Flowinit::up(&d, Opts::default());
     f.wait_log("unit svc exited 0", T);
     assert_eq!(f.stop(T), 0);
@@ -170,22 +127,13 @@ fn a_stalled_reader_blocks_the_service_without_losing_lines() {
         let after = progress();
         (after == before && after > 0).then_some(after)
     });
-    assert!(
-        stalled < 290_000,
-        "the writer was not held back (progress {stalled})"
-    );
+    assert!(stalled < 290_000, "the writer was not held back (progress {stalled})");
     let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-        })
+        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches(" kB").parse().ok()))
         .unwrap();
-    assert!(
-        rss_kib < 64 * 1024,
-        "flowinit buffered without bound: RSS {rss_kib} KiB"
-    );
+    assert!(rss_kib < 64 * 1024, "flowinit buffered without bound: RSS {rss_kib} KiB");
     // Resume reading: everything arrives, in order.
     let mut out = String::new();
     let mut stdout = child.stdout.take().unwrap();
@@ -193,11 +141,7 @@ fn a_stalled_reader_blocks_the_service_without_losing_lines() {
         stdout.read_to_string(&mut out).unwrap();
         out
     });
-    wait_for("writer done", T, || {
-        d.read("flowinit.err")
-            .contains("unit writer exited 0")
-            .then_some(())
-    });
+    wait_for("writer done", T, || d.read("flowinit.err").contains("unit writer exited 0").then_some(()));
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let out = reader.join().unwrap();

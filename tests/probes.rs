@@ -11,11 +11,7 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(30);
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn stamp(d: &TempDir, name: &str) -> u128 {
@@ -30,11 +26,7 @@ fn dependent(d: &TempDir, on: &str) {
 fn assert_dependent_waited(d: &TempDir, f: &mut Flowinit, ready_stamp: &str) {
     let dep = stamp(d, "dependent.start");
     let ready = stamp(d, ready_stamp);
-    assert!(
-        dep >= ready,
-        "dependent started at {dep}, before the dependency was ready at {ready}\n{}",
-        f.stderr()
-    );
+    assert!(dep >= ready, "dependent started at {dep}, before the dependency was ready at {ready}\n{}", f.stderr());
     assert_eq!(f.stop(T), 0);
 }
 
@@ -56,13 +48,7 @@ fn tcp_readiness_gates_dependents() {
     d.unit("db", &format!("[service]\ncommand = [\"python3\", \"-c\", \"import socket, time, sys; time.sleep(0.7); s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', {port})); open(sys.argv[1], 'w').write(str(time.time_ns())); s.listen(); time.sleep(1000)\", \"{{dir}}/listen\"]\n[readiness]\ntcp = \"127.0.0.1:${{FT_PORT}}\"\ninterval = \"100ms\"\n"));
     dependent(&d, "db");
     let port_s = port.to_string();
-    let mut f = Flowinit::up(
-        &d,
-        Opts {
-            env: &[("FT_PORT", &port_s)],
-            ..Opts::default()
-        },
-    );
+    let mut f = Flowinit::up(&d, Opts { env: &[("FT_PORT", &port_s)], ..Opts::default() });
     f.wait_log("unit db is ready", T);
     assert_dependent_waited(&d, &mut f, "listen");
 }
@@ -100,15 +86,12 @@ fn notify_ready_gates_dependents_and_outsiders_are_ignored() {
     dependent(&d, "svc");
     let mut f = Flowinit::up(&d, Opts::default());
     // An unrelated process (this test) claims the unit is ready.
-    let addr = wait_for("socket name", T, || {
-        Some(d.read("ready.socket")).filter(|s| !s.is_empty())
-    });
+    let addr = wait_for("socket name", T, || Some(d.read("ready.socket")).filter(|s| !s.is_empty()));
     let name = addr.strip_prefix('@').expect("abstract socket");
     let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
     use std::os::linux::net::SocketAddrExt;
     let target = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-    sock.send_to_addr(b"READY=1\nSTATUS=forged", &target)
-        .unwrap();
+    sock.send_to_addr(b"READY=1\nSTATUS=forged", &target).unwrap();
     f.wait_log("unit svc is ready (READY=1)", T);
     assert_dependent_waited(&d, &mut f, "ready");
 }
@@ -122,11 +105,13 @@ fn start_timeout_fails_the_start_and_counts_toward_the_limit() {
     let mut f = Flowinit::up(&d, Opts::default());
     f.wait_log("unit never failed for good", T);
     let err = f.stderr();
-    assert!(err.contains(&format!("not ready within start_timeout 500ms (last probe: connection refused 127.0.0.1:{port})")), "{err}");
     assert!(
-        err.contains("unit dependent: not starting: required unit never failed"),
+        err.contains(&format!(
+            "not ready within start_timeout 500ms (last probe: connection refused 127.0.0.1:{port})"
+        )),
         "{err}"
     );
+    assert!(err.contains("unit dependent: not starting: required unit never failed"), "{err}");
     assert_eq!(d.read("starts").lines().count(), 2);
     assert!(!d.file("dependent.start").exists());
     assert_eq!(f.stop(T), 0);
@@ -142,9 +127,7 @@ fn liveness_failures_restart_the_unit() {
     std::fs::write(d.file("sick"), "").unwrap();
     f.wait_log("liveness probe failed 3 times in a row: http /api/v1/ping answered 500 Internal Server Error", T);
     std::fs::remove_file(d.file("sick")).unwrap();
-    wait_for("second start", T, || {
-        (d.read("starts").lines().count() == 2).then_some(())
-    });
+    wait_for("second start", T, || (d.read("starts").lines().count() == 2).then_some(()));
     let err = f.stderr();
     assert!(err.contains("liveness probe failed (1/3)"), "{err}");
     assert!(err.contains("liveness probe failed (2/3)"), "{err}");
@@ -157,36 +140,17 @@ fn a_flood_of_exec_probes_never_races_the_reaper() {
     // ~1,000 exec probes, while another unit keeps exiting and restarting.
     d.unit("probed", "[service]\ncommand = [\"sleep\", \"1000\"]\n[liveness]\nexec = [\"sh\", \"-c\", \"echo x >> {dir}/probes\"]\ninterval = \"1ms\"\nfailures = 1\n");
     d.unit("flapper", "[service]\nshell = \"echo x >> {dir}/flaps; exit 1\"\nrestart_delay = \"10ms\"\nrestart_delay_max = \"10ms\"\nstart_limit_burst = 1000\n");
-    let mut f = Flowinit::up(
-        &d,
-        Opts {
-            pid1: true,
-            ..Opts::default()
-        },
-    );
-    wait_for("50 flaps", T, || {
-        (d.read("flaps").lines().count() >= 50).then_some(())
-    });
-    wait_for("1,000 exec probes", Duration::from_secs(60), || {
-        (d.read("probes").lines().count() >= 1000).then_some(())
-    });
+    let mut f = Flowinit::up(&d, Opts { pid1: true, ..Opts::default() });
+    wait_for("50 flaps", T, || (d.read("flaps").lines().count() >= 50).then_some(()));
+    wait_for("1,000 exec probes", Duration::from_secs(60), || (d.read("probes").lines().count() >= 1000).then_some(()));
     let zombies = zombie_children(f.pid);
     assert_eq!(f.stop(T), 0);
     let err = f.stderr();
-    assert!(
-        !err.contains("liveness probe failed"),
-        "a probe lost its exit:\n{err}"
-    );
-    assert!(
-        !err.contains("No child processes") && !err.contains("ECHILD"),
-        "{err}"
-    );
+    assert!(!err.contains("liveness probe failed"), "a probe lost its exit:\n{err}");
+    assert!(!err.contains("No child processes") && !err.contains("ECHILD"), "{err}");
     let flaps = d.read("flaps").lines().count();
     let exits = err.matches("unit flapper exited 1").count();
-    assert!(
-        exits >= flaps - 1 && exits <= flaps,
-        "every flapper exit seen: {flaps} starts, {exits} exits"
-    );
+    assert!(exits >= flaps - 1 && exits <= flaps, "every flapper exit seen: {flaps} starts, {exits} exits");
     assert!(zombies <= 2, "zombies left: {zombies}");
 }
 

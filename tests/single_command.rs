@@ -43,9 +43,7 @@ fn flowinit() -> PathBuf {
 }
 
 fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     assert!(path.exists(), "fixture {} is missing", path.display());
     path.to_string_lossy().into_owned()
 }
@@ -58,11 +56,7 @@ fn python() -> &'static str {
         let mut cmd = Command::new("python3");
         cmd.args(["-c", "import sys; print(sys.executable)"]);
         let out = start_piped(cmd, None).wait(RUN_TIMEOUT);
-        assert!(
-            out.status.success(),
-            "python3 not usable: {}",
-            out.describe()
-        );
+        assert!(out.status.success(), "python3 not usable: {}", out.describe());
         let exe = out.stdout_str().trim().to_owned();
         assert!(!exe.is_empty(), "python3 did not report sys.executable");
         exe
@@ -119,11 +113,7 @@ impl Outcome {
     }
 
     fn assert_no_panic(&self) {
-        assert!(
-            !self.stderr_str().contains("panicked"),
-            "flowinit panicked:\n{}",
-            self.describe()
-        );
+        assert!(!self.stderr_str().contains("panicked"), "flowinit panicked:\n{}", self.describe());
     }
 }
 
@@ -161,14 +151,7 @@ fn try_start(cmd: &mut Command, input: Option<Vec<u8>>) -> std::io::Result<Runni
     });
     let stdout = reader(child.stdout.take());
     let stderr = reader(child.stderr.take());
-    Ok(Running {
-        child,
-        pid,
-        exited: None,
-        stdin,
-        stdout,
-        stderr,
-    })
+    Ok(Running { child, pid, exited: None, stdin, stdout, stderr })
 }
 
 fn start(mut cmd: Command, input: Option<Vec<u8>>) -> Running {
@@ -178,11 +161,7 @@ fn start(mut cmd: Command, input: Option<Vec<u8>>) -> Running {
 /// Spawns `cmd` with stdout and stderr piped; stdin is `input` (then closed)
 /// or /dev/null.
 fn start_piped(mut cmd: Command, input: Option<Vec<u8>>) -> Running {
-    cmd.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     start(cmd, input)
 }
@@ -195,8 +174,7 @@ fn run(cmd: Command) -> Outcome {
 impl Running {
     fn signal(&self, sig: Signal) {
         assert!(self.exited.is_none(), "process {} already exited", self.pid);
-        kill(Pid::from_raw(self.pid), sig)
-            .unwrap_or_else(|e| panic!("kill({}, {sig}) failed: {e}", self.pid));
+        kill(Pid::from_raw(self.pid), sig).unwrap_or_else(|e| panic!("kill({}, {sig}) failed: {e}", self.pid));
     }
 
     /// The exit status, if the process has exited (it is then reaped).
@@ -226,12 +204,7 @@ impl Running {
             stdout: join_output(self.stdout.take()),
             stderr: join_output(self.stderr.take()),
         };
-        assert!(
-            !timed_out,
-            "process {} did not exit within {timeout:?}; killed it\n{}",
-            self.pid,
-            outcome.describe()
-        );
+        assert!(!timed_out, "process {} did not exit within {timeout:?}; killed it\n{}", self.pid, outcome.describe());
         outcome
     }
 
@@ -252,18 +225,13 @@ impl Running {
 /// Non-blocking wait for a process this test spawned. The "only
 /// process::reaper waits" rule is about flowinit's own children; here the
 /// test harness is the parent and must collect the binary's exit status.
-#[expect(
-    clippy::disallowed_methods,
-    reason = "the test harness is the parent of the process it runs"
-)]
+#[expect(clippy::disallowed_methods, reason = "the test harness is the parent of the process it runs")]
 fn try_reap(child: &mut Child) -> std::io::Result<Option<ExitStatus>> {
     child.try_wait()
 }
 
 fn join_output(handle: Option<JoinHandle<Vec<u8>>>) -> Vec<u8> {
-    handle
-        .map(|h| h.join().expect("output reader thread"))
-        .unwrap_or_default()
+    handle.map(|h| h.join().expect("output reader thread")).unwrap_or_default()
 }
 
 impl Drop for Running {
@@ -288,15 +256,11 @@ fn all_pids() -> Vec<i32> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect()
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
 }
 
 fn children_of(pid: i32) -> Vec<i32> {
-    all_pids()
-        .into_iter()
-        .filter(|&p| proc_stat(p).is_some_and(|(_, ppid)| ppid == pid))
-        .collect()
+    all_pids().into_iter().filter(|&p| proc_stat(p).is_some_and(|(_, ppid)| ppid == pid)).collect()
 }
 
 /// SIGKILLs `root` and all its descendants, by pid. Descendants are collected
@@ -323,37 +287,25 @@ fn poll_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         thread::sleep(POLL_INTERVAL);
     }
 }
 
 /// Waits until a fixture has written `path` (fixtures write atomically);
 /// fails with the process's output if it exits first.
-fn wait_for_file(running: &mut Running, path: &Path) -> String {
+fn wait_for_file(mut running: Running, path: &Path) -> Running {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        if let Ok(text) = fs::read_to_string(path) {
-            return text;
+        if path.exists() {
+            return running;
         }
         if let Some(status) = running.try_status() {
             let pid = running.pid;
-            let placeholder = start_piped(Command::new("true"), None);
-            let out = std::mem::replace(running, placeholder).wait(RUN_TIMEOUT);
-            panic!(
-                "process {pid} exited ({status:?}) before {} appeared\n{}",
-                path.display(),
-                out.describe()
-            );
+            let out = running.wait(RUN_TIMEOUT);
+            panic!("process {pid} exited ({status:?}) before {} appeared\n{}", path.display(), out.describe());
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {READY_TIMEOUT:?} waiting for {}",
-            path.display()
-        );
+        assert!(Instant::now() < deadline, "timed out after {READY_TIMEOUT:?} waiting for {}", path.display());
         thread::sleep(POLL_INTERVAL);
     }
 }
@@ -396,20 +348,12 @@ fn unshare_available(test: &str) -> bool {
     static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
     let result = AVAILABLE.get_or_init(|| {
         let mut cmd = Command::new("unshare");
-        cmd.args(["-pf", "--mount-proc", "true"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let out = try_start(&mut cmd, None)
-            .map_err(|e| format!("cannot run unshare: {e}"))?
-            .wait(RUN_TIMEOUT);
+        cmd.args(["-pf", "--mount-proc", "true"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let out = try_start(&mut cmd, None).map_err(|e| format!("cannot run unshare: {e}"))?.wait(RUN_TIMEOUT);
         if out.status.success() {
             Ok(())
         } else {
-            Err(format!(
-                "`unshare -pf --mount-proc true` failed: {}",
-                out.describe()
-            ))
+            Err(format!("`unshare -pf --mount-proc true` failed: {}", out.describe()))
         }
     });
     match result {
@@ -425,19 +369,14 @@ fn unshare_available(test: &str) -> bool {
 /// fresh PID namespace with its own /proc.
 fn unshare_flowinit(args: &[&str]) -> Command {
     let mut cmd = Command::new("unshare");
-    cmd.args(["-pf", "--mount-proc"])
-        .arg(flowinit())
-        .arg("--")
-        .args(args);
+    cmd.args(["-pf", "--mount-proc"]).arg(flowinit()).arg("--").args(args);
     cmd
 }
 
 /// Value after `key=` on the line starting with it.
 fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     let prefix = format!("{key}=");
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .map(str::trim)
+    text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map(str::trim)
 }
 
 // ---------------------------------------------------------------------------
@@ -490,11 +429,8 @@ fn send_signal_to_trap(signame: &str, exit_code: &str, sig: Signal) -> (Outcome,
     let dir = TempDir::new("trap");
     let ready = dir.file("ready");
     let marker = dir.file("marker");
-    let mut running = start_piped(
-        flowinit_py("sc_trap.py", &[s(&ready), s(&marker), signame, exit_code]),
-        None,
-    );
-    wait_for_file(&mut running, &ready);
+    let running = start_piped(flowinit_py("sc_trap.py", &[s(&ready), s(&marker), signame, exit_code]), None);
+    let running = wait_for_file(running, &ready);
     running.signal(sig);
     let out = running.wait(RUN_TIMEOUT);
     out.assert_no_panic();
@@ -504,24 +440,14 @@ fn send_signal_to_trap(signame: &str, exit_code: &str, sig: Signal) -> (Outcome,
 #[test]
 fn sigterm_is_forwarded_to_child() {
     let (out, marker) = send_signal_to_trap("TERM", "0", Signal::SIGTERM);
-    assert_eq!(
-        marker.as_deref(),
-        Some("TERM\n"),
-        "child did not handle a forwarded SIGTERM\n{}",
-        out.describe()
-    );
+    assert_eq!(marker.as_deref(), Some("TERM\n"), "child did not handle a forwarded SIGTERM\n{}", out.describe());
     assert_eq!(out.code(), Some(0), "{}", out.describe());
 }
 
 #[test]
 fn sigusr1_is_forwarded_to_child() {
     let (out, marker) = send_signal_to_trap("USR1", "42", Signal::SIGUSR1);
-    assert_eq!(
-        marker.as_deref(),
-        Some("USR1\n"),
-        "child did not handle a forwarded SIGUSR1\n{}",
-        out.describe()
-    );
+    assert_eq!(marker.as_deref(), Some("USR1\n"), "child did not handle a forwarded SIGUSR1\n{}", out.describe());
     assert_eq!(out.code(), Some(42), "{}", out.describe());
 }
 
@@ -537,8 +463,8 @@ fn common_signals_are_forwarded_in_order() {
     let dir = TempDir::new("signals");
     let ready = dir.file("ready");
     let log = dir.file("log");
-    let mut running = start_piped(flowinit_py("sc_signals.py", &[s(&ready), s(&log)]), None);
-    wait_for_file(&mut running, &ready);
+    let running = start_piped(flowinit_py("sc_signals.py", &[s(&ready), s(&log)]), None);
+    let running = wait_for_file(running, &ready);
     let sequence = [
         ("HUP", Signal::SIGHUP),
         ("INT", Signal::SIGINT),
@@ -551,27 +477,18 @@ fn common_signals_are_forwarded_in_order() {
     for (name, sig) in sequence {
         running.signal(sig);
         expected.push(name);
-        poll_until(
-            READY_TIMEOUT,
-            &format!("child to log forwarded SIG{name}; expected log {expected:?}"),
-            || {
-                let text = fs::read_to_string(&log).unwrap_or_default();
-                let got: Vec<&str> = text.lines().collect();
-                (got == expected).then_some(())
-            },
-        );
+        poll_until(READY_TIMEOUT, &format!("child to log forwarded SIG{name}; expected log {expected:?}"), || {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let got: Vec<&str> = text.lines().collect();
+            (got == expected).then_some(())
+        });
     }
     running.signal(Signal::SIGTERM);
     let out = running.wait(RUN_TIMEOUT);
     out.assert_no_panic();
     expected.push("TERM");
     let text = fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(
-        text.lines().collect::<Vec<_>>(),
-        expected,
-        "{}",
-        out.describe()
-    );
+    assert_eq!(text.lines().collect::<Vec<_>>(), expected, "{}", out.describe());
     assert_eq!(out.code(), Some(7), "{}", out.describe());
 }
 
@@ -594,18 +511,10 @@ fn stdin_to_stdout_passthrough_is_byte_exact() {
 
 #[test]
 fn child_stderr_reaches_stderr_and_stdout_is_untouched() {
-    let out = run(flowinit_cmd(&[
-        "sh",
-        "-c",
-        "printf 'sc-to-stderr\\n' >&2; printf 'sc-to-stdout'",
-    ]));
+    let out = run(flowinit_cmd(&["sh", "-c", "printf 'sc-to-stderr\\n' >&2; printf 'sc-to-stdout'"]));
     assert_eq!(out.code(), Some(0), "{}", out.describe());
     assert_eq!(out.stdout, b"sc-to-stdout", "{}", out.describe());
-    assert!(
-        out.stderr_str().contains("sc-to-stderr\n"),
-        "{}",
-        out.describe()
-    );
+    assert!(out.stderr_str().contains("sc-to-stderr\n"), "{}", out.describe());
     out.assert_no_panic();
 }
 
@@ -623,12 +532,7 @@ fn stdio_fds_are_inherited_not_proxied() {
     let out = start(cmd, None).wait(RUN_TIMEOUT);
     let stdout = fs::read_to_string(&outp).unwrap_or_default();
     let stderr = fs::read_to_string(&errp).unwrap_or_default();
-    assert_eq!(
-        out.code(),
-        Some(0),
-        "status {:?}; stdout {stdout:?}; stderr {stderr:?}",
-        out.status
-    );
+    assert_eq!(out.code(), Some(0), "status {:?}; stdout {stdout:?}; stderr {stderr:?}", out.status);
     assert_eq!(
         stdout,
         format!("{}\n{}\n", inp.display(), outp.display()),
@@ -636,32 +540,19 @@ fn stdio_fds_are_inherited_not_proxied() {
     );
 
     let mut cmd = flowinit_cmd(&["readlink", "/proc/self/fd/2"]);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(fs::File::create(&errp).expect("create stderr file"));
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(fs::File::create(&errp).expect("create stderr file"));
     let out = start(cmd, None).wait(RUN_TIMEOUT);
     assert_eq!(out.code(), Some(0), "{}", out.describe());
-    assert_eq!(
-        out.stdout_str(),
-        format!("{}\n", errp.display()),
-        "child's stderr is not flowinit's own stderr"
-    );
+    assert_eq!(out.stdout_str(), format!("{}\n", errp.display()), "child's stderr is not flowinit's own stderr");
 }
 
 /// Everything after `--` CMD belongs to CMD, including things that look like
 /// flowinit's own flags.
 #[test]
 fn arguments_are_passed_verbatim() {
-    let out = run(flowinit_cmd(&[
-        "printf", "[%s]", "a b", "", "--", "--help", "-v", "*", "$HOME",
-    ]));
+    let out = run(flowinit_cmd(&["printf", "[%s]", "a b", "", "--", "--help", "-v", "*", "$HOME"]));
     assert_eq!(out.code(), Some(0), "{}", out.describe());
-    assert_eq!(
-        out.stdout_str(),
-        "[a b][][--][--help][-v][*][$HOME]",
-        "{}",
-        out.describe()
-    );
+    assert_eq!(out.stdout_str(), "[a b][][--][--help][-v][*][$HOME]", "{}", out.describe());
     out.assert_no_panic();
 }
 
@@ -686,12 +577,33 @@ fn environment_is_passed_through() {
     cmd.env("SC_FLOWINIT_VAR", "x y=z ${NOT_EXPANDED} $$");
     let out = run(cmd);
     assert_eq!(out.code(), Some(0), "{}", out.describe());
-    assert_eq!(
-        out.stdout_str(),
-        "x y=z ${NOT_EXPANDED} $$",
-        "{}",
+    assert_eq!(out.stdout_str(), "x y=z ${NOT_EXPANDED} $$", "{}", out.describe());
+    out.assert_no_panic();
+}
+
+/// `docker run -it`: with a terminal on stdin the child must be able to read
+/// it, i.e. be in the terminal's foreground process group. `script` gives
+/// flowinit a pseudo-terminal as controlling terminal and stdio.
+#[test]
+fn terminal_stdin_is_usable_by_child() {
+    let mut probe = Command::new("script");
+    probe.arg("--version").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if let Err(e) = try_start(&mut probe, None).map(|r| r.wait(RUN_TIMEOUT)) {
+        eprintln!("SKIPPED terminal_stdin_is_usable_by_child: no `script` (util-linux): {e}");
+        return;
+    }
+    let inner = format!("{} -- {} {}; echo sc-rc=$?", flowinit().display(), python(), fixture("sc_tty.py"));
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &inner, "/dev/null"]);
+    let out = start_piped(cmd, Some(b"sc-typed-line\n".to_vec())).wait(RUN_TIMEOUT);
+    let stdout = out.stdout_str();
+    assert!(
+        stdout.contains("isatty=True fg=True"),
+        "child is not in the terminal's foreground group\n{}",
         out.describe()
     );
+    assert!(stdout.contains("line=sc-typed-line"), "child could not read the terminal\n{}", out.describe());
+    assert!(stdout.contains("sc-rc=0"), "{}", out.describe());
     out.assert_no_panic();
 }
 
@@ -705,25 +617,13 @@ fn usage_error_without_command_exits_2() {
     cmd.arg("--");
     let out = run(cmd);
     assert_eq!(out.code(), Some(2), "{}", out.describe());
-    assert!(
-        !out.stderr_str().trim().is_empty(),
-        "usage error without a message on stderr\n{}",
-        out.describe()
-    );
+    assert!(!out.stderr_str().trim().is_empty(), "usage error without a message on stderr\n{}", out.describe());
     out.assert_no_panic();
 }
 
 fn assert_fails_naming(program: &str, out: &Outcome) {
-    assert!(
-        !out.status.success() && out.code().is_some(),
-        "expected a non-zero exit code\n{}",
-        out.describe()
-    );
-    assert!(
-        out.stderr_str().contains(program),
-        "stderr does not name {program:?}\n{}",
-        out.describe()
-    );
+    assert!(!out.status.success() && out.code().is_some(), "expected a non-zero exit code\n{}", out.describe());
+    assert!(out.stderr_str().contains(program), "stderr does not name {program:?}\n{}", out.describe());
     out.assert_no_panic();
 }
 
@@ -807,28 +707,18 @@ fn pid1_forwards_sigterm_from_outside_namespace() {
     let ready = dir.file("ready");
     let marker = dir.file("marker");
     let script = fixture("sc_trap.py");
-    let mut running = start_piped(
-        unshare_flowinit(&[python(), &script, s(&ready), s(&marker), "TERM", "0"]),
-        None,
-    );
-    wait_for_file(&mut running, &ready);
+    let running = start_piped(unshare_flowinit(&[python(), &script, s(&ready), s(&marker), "TERM", "0"]), None);
+    let running = wait_for_file(running, &ready);
     let unshare_pid = running.pid;
     let flowinit_pid =
-        poll_until(
-            READY_TIMEOUT,
-            "flowinit as child of unshare",
-            || match children_of(unshare_pid).as_slice() {
-                [pid] => Some(*pid),
-                _ => None,
-            },
-        );
+        poll_until(READY_TIMEOUT, "flowinit as child of unshare", || match children_of(unshare_pid).as_slice() {
+            [pid] => Some(*pid),
+            _ => None,
+        });
     let exe = fs::read_link(format!("/proc/{flowinit_pid}/exe")).ok();
     assert_eq!(
         exe.as_deref().and_then(|p| p.file_name()),
-        fs::canonicalize(flowinit())
-            .ok()
-            .as_deref()
-            .and_then(|p| p.file_name()),
+        fs::canonicalize(flowinit()).ok().as_deref().and_then(|p| p.file_name()),
         "child {flowinit_pid} of unshare is not flowinit"
     );
     kill(Pid::from_raw(flowinit_pid), Signal::SIGTERM).expect("signal flowinit");
@@ -872,12 +762,7 @@ fn subreaper_adopts_and_reaps_orphans() {
         "flowinit did not reap the adopted orphan\n{}",
         out.describe()
     );
-    assert_eq!(
-        field(&stdout, "zombie_children_of_flowinit"),
-        Some("0"),
-        "{}",
-        out.describe()
-    );
+    assert_eq!(field(&stdout, "zombie_children_of_flowinit"), Some("0"), "{}", out.describe());
     out.assert_no_panic();
 }
 
@@ -893,8 +778,7 @@ fn parse_masks(out: &Outcome) -> (u64, u64) {
             .lines()
             .find_map(|l| l.strip_prefix(key))
             .unwrap_or_else(|| panic!("no {key} line\n{}", out.describe()));
-        u64::from_str_radix(value.trim(), 16)
-            .unwrap_or_else(|e| panic!("bad {key} value {value:?}: {e}"))
+        u64::from_str_radix(value.trim(), 16).unwrap_or_else(|e| panic!("bad {key} value {value:?}: {e}"))
     };
     (get("SigBlk:"), get("SigIgn:"))
 }
@@ -911,38 +795,28 @@ fn child_has_empty_signal_mask_and_no_ignored_signals() {
     let control = run(cmd);
     assert_eq!(control.code(), Some(0), "{}", control.describe());
     let (blocked, ignored) = parse_masks(&control);
-    assert_ne!(
-        blocked & (1 << (libc::SIGUSR2 - 1)),
-        0,
-        "{}",
-        control.describe()
-    );
-    assert_ne!(
-        ignored & (1 << (libc::SIGINT - 1)),
-        0,
-        "{}",
-        control.describe()
-    );
+    assert_ne!(blocked & (1 << (libc::SIGUSR2 - 1)), 0, "{}", control.describe());
+    assert_ne!(ignored & (1 << (libc::SIGINT - 1)), 0, "{}", control.describe());
 
     // flowinit inherits that state and must not pass it on.
     let mut cmd = Command::new(python());
-    cmd.arg(&wrap)
-        .arg(flowinit())
-        .args(["--", "/bin/sh", mask.as_str()]);
+    cmd.arg(&wrap).arg(flowinit()).args(["--", "/bin/sh", mask.as_str()]);
     let out = run(cmd);
     assert_eq!(out.code(), Some(0), "{}", out.describe());
     let (blocked, ignored) = parse_masks(&out);
-    assert_eq!(
-        blocked,
-        0,
-        "child of flowinit has blocked signals (SigBlk {blocked:016x})\n{}",
-        out.describe()
-    );
-    assert_eq!(
-        ignored,
-        0,
-        "child of flowinit has ignored signals (SigIgn {ignored:016x})\n{}",
-        out.describe()
-    );
+    assert_eq!(blocked, 0, "child of flowinit has blocked signals (SigBlk {blocked:016x})\n{}", out.describe());
+    assert_eq!(ignored, 0, "child of flowinit has ignored signals (SigIgn {ignored:016x})\n{}", out.describe());
+    out.assert_no_panic();
+}
+
+/// A parent that leaves SIGCHLD ignored makes the kernel auto-reap children
+/// unless flowinit restores the default disposition for itself: then the
+/// exit status would be lost (or flowinit would wait forever).
+#[test]
+fn inherited_ignored_sigchld_does_not_lose_exit_status() {
+    let mut cmd = Command::new(python());
+    cmd.arg(fixture("sc_sigwrap.py")).arg("--ignore-sigchld").arg(flowinit()).args(["--", "sh", "-c", "exit 3"]);
+    let out = start_piped(cmd, None).wait(Duration::from_secs(10));
+    assert_eq!(out.code(), Some(3), "{}", out.describe());
     out.assert_no_panic();
 }

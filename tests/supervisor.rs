@@ -23,10 +23,7 @@ fn requires_waits_for_a_oneshot_to_finish() {
     let d = TempDir::new("order");
     d.unit(
         "setup",
-        &format!(
-            "[service]\ntype = \"oneshot\"\nshell = \"sleep 0.3; echo {} > {{dir}}/setup.done\"\n",
-            now_ns()
-        ),
+        &format!("[service]\ntype = \"oneshot\"\nshell = \"sleep 0.3; echo {} > {{dir}}/setup.done\"\n", now_ns()),
     );
     d.unit(
         "app",
@@ -36,18 +33,9 @@ fn requires_waits_for_a_oneshot_to_finish() {
         ),
     );
     let mut f = Flowinit::up(&d, Opts::default());
-    let app = wait_for("app.start", T, || {
-        d.read("app.start").trim().parse::<u128>().ok()
-    });
-    let setup: u128 = d
-        .read("setup.done")
-        .trim()
-        .parse()
-        .expect("setup finished before app started");
-    assert!(
-        setup <= app,
-        "app started at {app} before setup finished at {setup}"
-    );
+    let app = wait_for("app.start", T, || d.read("app.start").trim().parse::<u128>().ok());
+    let setup: u128 = d.read("setup.done").trim().parse().expect("setup finished before app started");
+    assert!(setup <= app, "app started at {app} before setup finished at {setup}");
     f.wait_log("unit setup exited 0", T);
     assert_eq!(f.stop(T), 0);
 }
@@ -66,9 +54,7 @@ fn independent_units_start_in_parallel() {
         );
     }
     let mut f = Flowinit::up(&d, Opts::default());
-    wait_for("both oneshots done", T, || {
-        (d.file("left.done").exists() && d.file("right.done").exists()).then_some(())
-    });
+    wait_for("both oneshots done", T, || (d.file("left.done").exists() && d.file("right.done").exists()).then_some(()));
     assert_eq!(f.stop(T), 0);
 }
 
@@ -80,33 +66,15 @@ fn shutdown_runs_in_reverse_dependency_order() {
     let mut f = Flowinit::up(&d, Opts::default());
     read_pid(&d, "app.pid");
     assert_eq!(f.stop(T), 0);
-    assert_eq!(
-        d.read("db.saw").trim(),
-        "after",
-        "db was stopped before app finished stopping"
-    );
+    assert_eq!(d.read("db.saw").trim(), "after", "db was stopped before app finished stopping");
 }
 
 #[test]
 fn reaps_orphans_as_pid_1() {
     let d = TempDir::new("orphans");
-    d.unit(
-        "maker",
-        &format!(
-            "[service]\ncommand = [\"{}\", \"100\", \"{{dir}}/result\"]\n",
-            fixture("orphans.sh")
-        ),
-    );
-    let mut f = Flowinit::up(
-        &d,
-        Opts {
-            pid1: true,
-            ..Opts::default()
-        },
-    );
-    let result = wait_for("orphan result", T, || {
-        Some(d.read("result")).filter(|s| !s.is_empty())
-    });
+    d.unit("maker", &format!("[service]\ncommand = [\"{}\", \"100\", \"{{dir}}/result\"]\n", fixture("orphans.sh")));
+    let mut f = Flowinit::up(&d, Opts { pid1: true, ..Opts::default() });
+    let result = wait_for("orphan result", T, || Some(d.read("result")).filter(|s| !s.is_empty()));
     assert_eq!(result.trim(), "zombies=0");
     assert_eq!(f.stop(T), 0, "{}", f.stderr());
 }
@@ -115,22 +83,10 @@ fn reaps_orphans_as_pid_1() {
 fn sigterm_to_pid_1_stops_every_service_and_exits_0() {
     let d = TempDir::new("pid1term");
     for n in ["a", "b", "c"] {
-        d.unit(
-            n,
-            &format!("[service]\nshell = \"echo $$$$ > {{dir}}/{n}.pid; exec sleep 1000\"\n"),
-        );
+        d.unit(n, &format!("[service]\nshell = \"echo $$$$ > {{dir}}/{n}.pid; exec sleep 1000\"\n"));
     }
-    let mut f = Flowinit::up(
-        &d,
-        Opts {
-            pid1: true,
-            ..Opts::default()
-        },
-    );
-    let pids: Vec<i32> = ["a", "b", "c"]
-        .iter()
-        .map(|n| read_pid(&d, &format!("{n}.pid")))
-        .collect();
+    let mut f = Flowinit::up(&d, Opts { pid1: true, ..Opts::default() });
+    let pids: Vec<i32> = ["a", "b", "c"].iter().map(|n| read_pid(&d, &format!("{n}.pid"))).collect();
     // Inside the namespace the pids differ; find the host pids by parent.
     assert_eq!(f.stop(T), 0, "{}", f.stderr());
     let err = f.stderr();
@@ -149,10 +105,7 @@ fn stop_timeout_escalates_to_sigkill() {
     assert_eq!(f.stop(T), 0);
     assert!(!pid_alive(pid));
     let err = f.stderr();
-    assert!(
-        err.contains("unit stubborn: sending SIGKILL to process group"),
-        "{err}"
-    );
+    assert!(err.contains("unit stubborn: sending SIGKILL to process group"), "{err}");
     assert!(err.contains("stop_timeout 500ms passed"), "{err}");
 }
 
@@ -161,13 +114,7 @@ fn shutdown_budget_caps_a_long_stop_timeout() {
     let d = TempDir::new("budget");
     d.unit("stubborn", "[service]\nshell = \"trap '' TERM; echo $$$$ > {dir}/pid; while :; do sleep 0.05; done\"\nstop_timeout = \"60s\"\n");
     d.unit("fine", "[service]\ncommand = [\"sleep\", \"1000\"]\n");
-    let mut f = Flowinit::up(
-        &d,
-        Opts {
-            args: &["--shutdown-timeout", "1s"],
-            ..Opts::default()
-        },
-    );
+    let mut f = Flowinit::up(&d, Opts { args: &["--shutdown-timeout", "1s"], ..Opts::default() });
     let pid = read_pid(&d, "pid");
     f.wait_log("unit fine started", T);
     f.signal(libc::SIGTERM);
@@ -183,13 +130,7 @@ fn shutdown_budget_caps_a_long_stop_timeout() {
 fn budget_from_environment_and_second_signal_shortens_waits() {
     let d = TempDir::new("hurry");
     d.unit("stubborn", "[service]\nshell = \"trap '' TERM INT; echo $$$$ > {dir}/pid; while :; do sleep 0.05; done\"\nstop_timeout = \"60s\"\n");
-    let mut f = Flowinit::up(
-        &d,
-        Opts {
-            env: &[("FLOWINIT_SHUTDOWN_TIMEOUT", "60s")],
-            ..Opts::default()
-        },
-    );
+    let mut f = Flowinit::up(&d, Opts { env: &[("FLOWINIT_SHUTDOWN_TIMEOUT", "60s")], ..Opts::default() });
     let pid = read_pid(&d, "pid");
     f.signal(libc::SIGTERM);
     f.wait_log("stopping all units (budget 1m)", T);
@@ -197,21 +138,13 @@ fn budget_from_environment_and_second_signal_shortens_waits() {
     let (code, _) = f.wait_exit(Duration::from_secs(15));
     assert_eq!(code, 0);
     assert!(!pid_alive(pid));
-    assert!(
-        f.stderr()
-            .contains("received again: cutting every stop wait to 1s"),
-        "{}",
-        f.stderr()
-    );
+    assert!(f.stderr().contains("received again: cutting every stop wait to 1s"), "{}", f.stderr());
 }
 
 #[test]
 fn group_stop_takes_grandchildren_along() {
     let d = TempDir::new("group");
-    d.unit(
-        "wrapper",
-        "[service]\nshell = \"sleep 1000 & echo $! > {dir}/gc.pid; wait\"\n",
-    );
+    d.unit("wrapper", "[service]\nshell = \"sleep 1000 & echo $! > {dir}/gc.pid; wait\"\n");
     let mut f = Flowinit::up(&d, Opts::default());
     let gc = read_pid(&d, "gc.pid");
     assert!(pid_alive(gc));
@@ -224,23 +157,19 @@ fn group_stop_takes_grandchildren_along() {
 #[test]
 fn escaped_daemons_are_swept_at_the_end() {
     let d = TempDir::new("sweep");
-    d.unit(
-        "daemonizer",
-        "[service]\nshell = \"setsid sleep 1000 & echo $! > {dir}/d.pid; exec sleep 1000\"\n",
-    );
+    d.unit("daemonizer", "[service]\nshell = \"setsid sleep 1000 & echo $! > {dir}/d.pid; exec sleep 1000\"\n");
     let mut f = Flowinit::up(&d, Opts::default());
     let daemon = read_pid(&d, "d.pid");
-    wait_for("setsid daemon running", T, || {
-        pid_alive(daemon).then_some(())
+    // Only once it runs sleep in its own session has it escaped the group.
+    wait_for("setsid daemon in its own session", T, || {
+        let stat = std::fs::read_to_string(format!("/proc/{daemon}/stat")).ok()?;
+        let (comm, rest) = stat.split_once(") ")?;
+        let sid: i32 = rest.split_whitespace().nth(3)?.parse().ok()?;
+        (comm.ends_with("(sleep") && sid == daemon).then_some(())
     });
     assert_eq!(f.stop(T), 0);
     assert!(!pid_alive(daemon), "the escaped daemon survived flowinit");
-    assert!(
-        f.stderr()
-            .contains("sent SIGTERM to 1 leftover process(es)"),
-        "{}",
-        f.stderr()
-    );
+    assert!(f.stderr().contains("sent SIGTERM to 1 leftover process(es)"), "{}", f.stderr());
 }
 
 #[test]
@@ -265,26 +194,16 @@ fn restarts_back_off_then_hit_the_start_limit() {
     );
     let mut f = Flowinit::up(&d, Opts::default());
     f.wait_log("unit crash failed for good", T);
-    let starts: Vec<u128> = d
-        .read("starts")
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
+    let starts: Vec<u128> = d.read("starts").lines().map(|l| l.parse().unwrap()).collect();
     assert_eq!(starts.len(), 4, "exactly start_limit_burst starts");
-    let gaps: Vec<u128> = starts
-        .windows(2)
-        .map(|w| (w[1] - w[0]) / 1_000_000)
-        .collect();
+    let gaps: Vec<u128> = starts.windows(2).map(|w| (w[1] - w[0]) / 1_000_000).collect();
     for (gap, min_ms) in gaps.iter().zip([100, 200, 400]) {
         assert!(*gap >= min_ms, "gaps {gaps:?} must double from 100ms");
     }
     let err = f.stderr();
     assert!(err.contains("exited 3, restarting in 100ms"), "{err}");
     assert!(err.contains("exited 3, restarting in 200ms"), "{err}");
-    assert!(
-        err.contains("start limit reached (4 starts within 1m)"),
-        "{err}"
-    );
+    assert!(err.contains("start limit reached (4 starts within 1m)"), "{err}");
     // Not critical: flowinit keeps running.
     assert!(f.try_exit().is_none());
     assert_eq!(f.stop(T), 0);
@@ -293,22 +212,14 @@ fn restarts_back_off_then_hit_the_start_limit() {
 #[test]
 fn critical_failure_stops_everything_and_exits_1() {
     let d = TempDir::new("critical");
-    d.unit(
-        "other",
-        "[service]\nshell = \"echo $$$$ > {dir}/other.pid; exec sleep 1000\"\n",
-    );
+    d.unit("other", "[service]\nshell = \"echo $$$$ > {dir}/other.pid; exec sleep 1000\"\n");
     d.unit("core", "[unit]\ncritical = true\n[service]\nshell = \"while [ ! -e {dir}/other.pid ]; do sleep 0.05; done; exit 7\"\nrestart = \"no\"\n");
     let mut f = Flowinit::up(&d, Opts::default());
     let other = read_pid(&d, "other.pid");
     let (code, _) = f.wait_exit(T);
     assert_eq!(code, 1, "{}", f.stderr());
     assert!(!pid_alive(other));
-    assert!(
-        f.stderr()
-            .contains("critical unit core failed for good (exited 7)"),
-        "{}",
-        f.stderr()
-    );
+    assert!(f.stderr().contains("critical unit core failed for good (exited 7)"), "{}", f.stderr());
 }
 
 #[test]
@@ -316,11 +227,11 @@ fn failed_requirement_stops_dependents_and_blocks_waiting_ones() {
     let d = TempDir::new("reqfail");
     d.unit("base", "[service]\nshell = \"echo $$$$ > {dir}/base.pid; while [ ! -e {dir}/die ]; do sleep 0.05; done; exit 1\"\nrestart = \"no\"\n");
     d.unit("mid", "[unit]\nrequires = [\"base\"]\n[service]\nshell = \"echo $$$$ > {dir}/mid.pid; exec sleep 1000\"\n");
+    d.unit("gate", "[service]\ntype = \"oneshot\"\nshell = \"exit 2\"\nrestart = \"no\"\n");
     d.unit(
-        "gate",
-        "[service]\ntype = \"oneshot\"\nshell = \"exit 2\"\nrestart = \"no\"\n",
+        "blocked",
+        "[unit]\nrequires = [\"gate\"]\n[service]\nshell = \"touch {dir}/blocked.ran; exec sleep 1000\"\n",
     );
-    d.unit("blocked", "[unit]\nrequires = [\"gate\"]\n[service]\nshell = \"touch {dir}/blocked.ran; exec sleep 1000\"\n");
     let mut f = Flowinit::up(&d, Opts::default());
     let mid = read_pid(&d, "mid.pid");
     std::fs::write(d.file("die"), "").unwrap();
@@ -334,25 +245,9 @@ fn failed_requirement_stops_dependents_and_blocks_waiting_ones() {
 #[test]
 fn runs_as_the_unit_user_with_clean_signal_state() {
     let d = TempDir::new("ids");
-    d.unit(
-        "who",
-        &format!(
-            "[service]\ncommand = [\"{}\", \"{{dir}}/ids\"]\nuser = \"nobody\"\n",
-            fixture("ids.sh")
-        ),
-    );
-    std::fs::set_permissions(
-        d.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    let mut f = Flowinit::up(
-        &d,
-        Opts {
-            dirty_signals: true,
-            ..Opts::default()
-        },
-    );
+    d.unit("who", &format!("[service]\ncommand = [\"{}\", \"{{dir}}/ids\"]\nuser = \"nobody\"\n", fixture("ids.sh")));
+    std::fs::set_permissions(d.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let mut f = Flowinit::up(&d, Opts { dirty_signals: true, ..Opts::default() });
     let ids = wait_for("ids", T, || Some(d.read("ids")).filter(|s| !s.is_empty()));
     assert!(ids.contains("uid=65534 "), "{ids}");
     assert!(ids.contains("SigBlk:\t0000000000000000"), "{ids}");
@@ -366,35 +261,17 @@ fn runs_as_the_unit_user_with_clean_signal_state() {
 #[test]
 fn env_reaches_the_service_and_values_stay_out_of_flowinit_logs() {
     let d = TempDir::new("env");
-    std::fs::write(
-        d.file("secrets.env"),
-        "# comment\nAPI_TOKEN=from-file-s3cr3t\nSHARED=file\n",
-    )
-    .unwrap();
+    std::fs::write(d.file("secrets.env"), "# comment\nAPI_TOKEN=from-file-s3cr3t\nSHARED=file\n").unwrap();
     d.unit(
         "envy",
         "[service]\ncommand = [\"sh\", \"-c\", \"echo token=$API_TOKEN shared=$SHARED host=$DB_HOST greeting=$GREETING > {dir}/env.out; exec sleep 1000\"]\nenv = { SHARED = \"unit\", DB_HOST = \"${FT_DB_HOST:-127.0.0.1}\", GREETING = \"${FT_GREETING}\" }\nenv_file = [\"{dir}/secrets.env\", \"-{dir}/missing.env\"]\n",
     );
-    let mut f = Flowinit::up(
-        &d,
-        Opts {
-            env: &[("FT_GREETING", "hello-s3cr3t")],
-            ..Opts::default()
-        },
-    );
-    let out = wait_for("env.out", T, || {
-        Some(d.read("env.out")).filter(|s| !s.is_empty())
-    });
-    assert_eq!(
-        out.trim(),
-        "token=from-file-s3cr3t shared=unit host=127.0.0.1 greeting=hello-s3cr3t"
-    );
+    let mut f = Flowinit::up(&d, Opts { env: &[("FT_GREETING", "hello-s3cr3t")], ..Opts::default() });
+    let out = wait_for("env.out", T, || Some(d.read("env.out")).filter(|s| !s.is_empty()));
+    assert_eq!(out.trim(), "token=from-file-s3cr3t shared=unit host=127.0.0.1 greeting=hello-s3cr3t");
     assert_eq!(f.stop(T), 0);
     let all = f.stdout() + &f.stderr();
-    assert!(
-        !all.contains("s3cr3t"),
-        "a secret value leaked into flowinit's output:\n{all}"
-    );
+    assert!(!all.contains("s3cr3t"), "a secret value leaked into flowinit's output:\n{all}");
 }
 
 #[test]
@@ -403,22 +280,12 @@ fn disabled_units_do_not_start_until_their_profile_is_on() {
     d.unit("devdb", "[unit]\nprofiles = [\"dev\"]\n[service]\nshell = \"touch {dir}/devdb.ran; exec sleep 1000\"\n");
     d.unit("app", "[unit]\nwants = [\"devdb\"]\n[service]\nshell = \"touch {dir}/app.ran; exec sleep 1000\"\n");
     let mut f = Flowinit::up(&d, Opts::default());
-    wait_for("app started", T, || {
-        d.file("app.ran").exists().then_some(())
-    });
+    wait_for("app started", T, || d.file("app.ran").exists().then_some(()));
     assert!(!d.file("devdb.ran").exists());
     assert_eq!(f.stop(T), 0);
     std::fs::remove_file(d.file("app.ran")).unwrap();
-    let mut f = Flowinit::up(
-        &d,
-        Opts {
-            env: &[("FLOWINIT_PROFILES", "test,dev")],
-            ..Opts::default()
-        },
-    );
-    wait_for("devdb and app started", T, || {
-        (d.file("devdb.ran").exists() && d.file("app.ran").exists()).then_some(())
-    });
+    let mut f = Flowinit::up(&d, Opts { env: &[("FLOWINIT_PROFILES", "test,dev")], ..Opts::default() });
+    wait_for("devdb and app started", T, || (d.file("devdb.ran").exists() && d.file("app.ran").exists()).then_some(()));
     assert_eq!(f.stop(T), 0);
 }
 
@@ -426,36 +293,48 @@ fn disabled_units_do_not_start_until_their_profile_is_on() {
 fn a_child_that_exits_at_once_is_not_lost() {
     let d = TempDir::new("instant");
     for i in 0..20 {
-        d.unit(
-            &format!("quick{i:02}"),
-            "[service]\ncommand = [\"true\"]\nrestart = \"no\"\n",
-        );
+        d.unit(&format!("quick{i:02}"), "[service]\ncommand = [\"true\"]\nrestart = \"no\"\n");
     }
     let mut f = Flowinit::up(&d, Opts::default());
-    wait_for("all 20 exits seen", T, || {
-        (f.stderr().matches("exited 0").count() == 20).then_some(())
-    });
+    wait_for("all 20 exits seen", T, || (f.stderr().matches("exited 0").count() == 20).then_some(()));
     assert_eq!(f.stop(T), 0);
 }
 
 #[test]
 fn invalid_config_exits_2_and_starts_nothing() {
     let d = TempDir::new("invalid");
-    d.unit(
-        "ok",
-        "[service]\nshell = \"touch {dir}/ran; exec sleep 1000\"\n",
-    );
-    d.unit(
-        "bad",
-        "[service]\ncommand = [\"true\"]\nstop_timeout = \"soon\"\n",
-    );
+    d.unit("ok", "[service]\nshell = \"touch {dir}/ran; exec sleep 1000\"\n");
+    d.unit("bad", "[service]\ncommand = [\"true\"]\nstop_timeout = \"soon\"\n");
     let mut f = Flowinit::up(&d, Opts::default());
     let (code, _) = f.wait_exit(T);
     assert_eq!(code, 2);
     assert!(!d.file("ran").exists());
     let err = f.stderr();
-    assert!(
-        line_with(&err, "bad.toml:3:16: unit bad: invalid duration \"soon\"").is_some(),
-        "{err}"
-    );
+    assert!(line_with(&err, "bad.toml:3:16: unit bad: invalid duration \"soon\"").is_some(), "{err}");
+}
+
+#[test]
+fn stray_signals_do_not_kill_the_supervisor() {
+    let d = TempDir::new("stray");
+    d.unit("svc", "[service]\nshell = \"echo $$$$ > {dir}/pid; exec sleep 1000\"\n");
+    let mut f = Flowinit::up(&d, Opts::default());
+    let pid = read_pid(&d, "pid");
+    for sig in [libc::SIGUSR1, libc::SIGUSR2, libc::SIGALRM, libc::SIGPIPE] {
+        f.signal(sig);
+    }
+    assert_eq!(f.ctl(&["status", "--quiet"]).0, 0, "flowinit still answers");
+    assert!(f.try_exit().is_none());
+    assert!(pid_alive(pid));
+    assert_eq!(f.stop(T), 0);
+}
+
+#[test]
+fn a_start_that_cannot_exec_fails_for_good_without_restart() {
+    let d = TempDir::new("noexec");
+    d.unit("lost", "[service]\ncommand = [\"true\"]\nworking_dir = \"{dir}/missing\"\nrestart = \"no\"\n");
+    let mut f = Flowinit::up(&d, Opts::default());
+    let u = f.wait_state("lost", "failed");
+    assert!(u["reason"].as_str().unwrap().contains("working_dir"), "{u}");
+    assert_eq!(f.stderr().matches("failed to start").count(), 1, "no retries with restart = \"no\"");
+    assert_eq!(f.stop(T), 0);
 }

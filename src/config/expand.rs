@@ -34,10 +34,7 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
             if !is_var_name(name) {
                 return Err(ExpandError::BadName(name.to_string()));
             }
-            match (
-                lookup(name).filter(|v| !v.is_empty() || default.is_none()),
-                default,
-            ) {
+            match (lookup(name).filter(|v| !v.is_empty() || default.is_none()), default) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => return Err(ExpandError::Unset(name.to_string())),
@@ -90,11 +87,7 @@ mod tests {
         ];
         for (input, want) in cases {
             let got = expand(input, &env);
-            assert_eq!(
-                got.as_deref().map_err(|e| e.clone()),
-                want.clone(),
-                "{input}"
-            );
+            assert_eq!(got.as_deref().map_err(|e| e.clone()), want.clone(), "{input}");
         }
     }
 }

@@ -109,13 +109,10 @@ impl TryFrom<toml::Value> for UserRef {
     fn try_from(v: toml::Value) -> Result<Self, String> {
         match v {
             toml::Value::String(s) => Ok(UserRef::Name(s)),
-            toml::Value::Integer(i) => u32::try_from(i)
-                .map(UserRef::Id)
-                .map_err(|_| format!("invalid id {i}: expected 0..={}", u32::MAX)),
-            other => Err(format!(
-                "invalid type: {}, expected a name (string) or a numeric id",
-                other.type_str()
-            )),
+            toml::Value::Integer(i) => {
+                u32::try_from(i).map(UserRef::Id).map_err(|_| format!("invalid id {i}: expected 0..={}", u32::MAX))
+            }
+            other => Err(format!("invalid type: {}, expected a name (string) or a numeric id", other.type_str())),
         }
     }
 }

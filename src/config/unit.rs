@@ -37,12 +37,7 @@ pub struct Unit {
 #[derive(Debug, Clone)]
 pub enum ProbeKind {
     /// GET `path` on `authority` (host:port); ready on any 2xx.
-    Http {
-        url: String,
-        authority: String,
-        host: String,
-        path: String,
-    },
+    Http { url: String, authority: String, host: String, path: String },
     /// A TCP connect to host:port.
     Tcp { addr: String },
     /// A command run like the service (same user, env, working_dir);
@@ -57,16 +52,9 @@ impl PartialEq for ProbeKind {
         match (self, other) {
             (ProbeKind::Http { url: a, .. }, ProbeKind::Http { url: b, .. }) => a == b,
             (ProbeKind::Tcp { addr: a }, ProbeKind::Tcp { addr: b }) => a == b,
-            (
-                ProbeKind::Exec {
-                    program: p1,
-                    argv: a1,
-                },
-                ProbeKind::Exec {
-                    program: p2,
-                    argv: a2,
-                },
-            ) => p1 == p2 && a1 == a2,
+            (ProbeKind::Exec { program: p1, argv: a1 }, ProbeKind::Exec { program: p2, argv: a2 }) => {
+                p1 == p2 && a1 == a2
+            }
             (ProbeKind::Log { regex: a }, ProbeKind::Log { regex: b }) => a.as_str() == b.as_str(),
             _ => false,
         }
@@ -103,11 +91,7 @@ pub struct Liveness {
 impl Unit {
     /// Every unit this one is ordered after, whatever the kind of edge.
     pub fn ordering_deps(&self) -> impl Iterator<Item = &str> {
-        self.requires
-            .iter()
-            .chain(&self.wants)
-            .chain(&self.after)
-            .map(String::as_str)
+        self.requires.iter().chain(&self.wants).chain(&self.after).map(String::as_str)
     }
 }
 

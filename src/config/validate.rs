@@ -54,10 +54,7 @@ impl LoadContext {
     }
 
     fn var(&self, name: &str) -> Option<String> {
-        self.env
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.to_string_lossy().into_owned())
+        self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.to_string_lossy().into_owned())
     }
 }
 
@@ -83,8 +80,7 @@ pub fn load_dir(dir: &Path, ctx: &LoadContext) -> Result<UnitSet, Vec<ConfigErro
     let files: Vec<(PathBuf, Result<String, String>)> = paths
         .into_iter()
         .map(|p| {
-            let text =
-                std::fs::read_to_string(&p).map_err(|e| format!("cannot read unit file: {e}"));
+            let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read unit file: {e}"));
             (p, text)
         })
         .collect();
@@ -93,24 +89,13 @@ pub fn load_dir(dir: &Path, ctx: &LoadContext) -> Result<UnitSet, Vec<ConfigErro
 
 /// Validates already-read files (path, contents); the unit name is the
 /// file stem.
-pub fn load_files(
-    files: &[(PathBuf, Result<String, String>)],
-    ctx: &LoadContext,
-) -> Result<UnitSet, Vec<ConfigError>> {
+pub fn load_files(files: &[(PathBuf, Result<String, String>)], ctx: &LoadContext) -> Result<UnitSet, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut parsed = Vec::new();
     for (path, text) in files {
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let at_start = |message: String| ConfigError {
-            file: path.clone(),
-            line: 1,
-            column: 1,
-            unit: Some(name.clone()),
-            message,
-        };
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let at_start =
+            |message: String| ConfigError { file: path.clone(), line: 1, column: 1, unit: Some(name.clone()), message };
         if !valid_unit_name(&name) {
             errors.push(at_start(format!(
                 "invalid unit name {name:?}: the file name must match [a-z0-9][a-z0-9_-]*.toml"
@@ -124,11 +109,7 @@ pub fn load_files(
                 continue;
             }
         };
-        let file = FileCtx {
-            path,
-            name: name.clone(),
-            text,
-        };
+        let file = FileCtx { path, name: name.clone(), text };
         match raw::parse(text) {
             Ok(raw) => match build_unit(&file, raw, ctx, &mut errors) {
                 Some(pending) => parsed.push(pending),
@@ -140,10 +121,8 @@ pub fn load_files(
             }
         }
     }
-    let present: HashSet<String> = files
-        .iter()
-        .filter_map(|(p, _)| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .collect();
+    let present: HashSet<String> =
+        files.iter().filter_map(|(p, _)| p.file_stem().map(|s| s.to_string_lossy().into_owned())).collect();
     check_graph(&parsed, &present, &mut errors);
     if errors.is_empty() {
         let mut units: Vec<Unit> = parsed.into_iter().map(|p| p.unit).collect();
@@ -169,13 +148,7 @@ struct FileCtx<'a> {
 impl FileCtx<'_> {
     fn error(&self, span: Option<Range<usize>>, message: String) -> ConfigError {
         let (line, column) = line_col(self.text, span.map_or(0, |s| s.start));
-        ConfigError {
-            file: self.path.to_path_buf(),
-            line,
-            column,
-            unit: Some(self.name.clone()),
-            message,
-        }
+        ConfigError { file: self.path.to_path_buf(), line, column, unit: Some(self.name.clone()), message }
     }
 }
 
@@ -210,11 +183,7 @@ fn build_unit<'a>(
     let profiles: Vec<String> = u.profiles.iter().map(|p| p.get_ref().clone()).collect();
     let enabled = profiles.is_empty() || profiles.iter().any(|p| ctx.profiles.contains(p));
     let mut deps = Vec::new();
-    for (kind, list) in [
-        (DepKind::Requires, &u.requires),
-        (DepKind::Wants, &u.wants),
-        (DepKind::After, &u.after),
-    ] {
+    for (kind, list) in [(DepKind::Requires, &u.requires), (DepKind::Wants, &u.wants), (DepKind::After, &u.after)] {
         for d in list {
             if *d.get_ref() == file.name {
                 errors.push(file.error(Some(d.span()), "a unit cannot depend on itself".into()));
@@ -247,22 +216,14 @@ fn build_unit<'a>(
             service: if enabled { service } else { None },
             log,
         },
-        file: FileCtx {
-            path: file.path,
-            name: file.name.clone(),
-            text: file.text,
-        },
+        file: FileCtx { path: file.path, name: file.name.clone(), text: file.text },
         deps,
     })
 }
 
 fn build_log(file: &FileCtx, raw: Option<raw::RawLog>, errors: &mut Vec<ConfigError>) -> LogSpec {
     let Some(raw) = raw else {
-        return LogSpec {
-            prefix: file.name.clone(),
-            file: None,
-            rotate: Rotation::Never,
-        };
+        return LogSpec { prefix: file.name.clone(), file: None, rotate: Rotation::Never };
     };
     if raw.file.is_none() {
         if let Some(r) = &raw.rotate {
@@ -288,10 +249,7 @@ fn duration(
         Err(e) => {
             errors.push(file.error(
                 Some(raw.span()),
-                format!(
-                    "invalid duration {:?}: {e} (examples: \"500ms\", \"10s\", \"1m 30s\")",
-                    raw.get_ref()
-                ),
+                format!("invalid duration {:?}: {e} (examples: \"500ms\", \"10s\", \"1m 30s\")", raw.get_ref()),
             ));
             default
         }
@@ -301,24 +259,15 @@ fn duration(
 fn build_service(
     file: &FileCtx,
     spanned: Spanned<RawService>,
-    (raw_ready, raw_live): (
-        Option<Spanned<raw::RawProbe>>,
-        Option<Spanned<raw::RawProbe>>,
-    ),
+    (raw_ready, raw_live): (Option<Spanned<raw::RawProbe>>, Option<Spanned<raw::RawProbe>>),
     enabled: bool,
     ctx: &LoadContext,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Service> {
     let table_span = spanned.span();
     let s = spanned.into_inner();
-    let kind = s
-        .kind
-        .as_ref()
-        .map_or(ServiceKind::Simple, |k| *k.get_ref());
-    let restart = s
-        .restart
-        .as_ref()
-        .map_or(RestartPolicy::OnFailure, |r| *r.get_ref());
+    let kind = s.kind.as_ref().map_or(ServiceKind::Simple, |k| *k.get_ref());
+    let restart = s.restart.as_ref().map_or(RestartPolicy::OnFailure, |r| *r.get_ref());
     if let (ServiceKind::Oneshot, Some(r)) = (kind, &s.restart) {
         if *r.get_ref() == RestartPolicy::Always {
             errors.push(file.error(
@@ -328,25 +277,12 @@ fn build_service(
         }
     }
     let restart_delay = duration(file, &s.restart_delay, DEFAULT_RESTART_DELAY, errors);
-    let restart_delay_max = duration(
-        file,
-        &s.restart_delay_max,
-        DEFAULT_RESTART_DELAY_MAX,
-        errors,
-    );
-    let start_limit_interval = duration(
-        file,
-        &s.start_limit_interval,
-        DEFAULT_START_LIMIT_INTERVAL,
-        errors,
-    );
+    let restart_delay_max = duration(file, &s.restart_delay_max, DEFAULT_RESTART_DELAY_MAX, errors);
+    let start_limit_interval = duration(file, &s.start_limit_interval, DEFAULT_START_LIMIT_INTERVAL, errors);
     let stop_timeout = duration(file, &s.stop_timeout, DEFAULT_STOP_TIMEOUT, errors);
     let start_limit_burst = match &s.start_limit_burst {
         Some(b) if *b.get_ref() == 0 => {
-            errors.push(file.error(
-                Some(b.span()),
-                "start_limit_burst must be at least 1".into(),
-            ));
+            errors.push(file.error(Some(b.span()), "start_limit_burst must be at least 1".into()));
             1
         }
         Some(b) => *b.get_ref(),
@@ -364,17 +300,16 @@ fn build_service(
     };
     let raw_argv: Option<(Range<usize>, Vec<Spanned<String>>)> = match (&s.command, &s.shell) {
         (Some(_), Some(sh)) => {
-            errors.push(file.error(
-                Some(sh.span()),
-                "set either command or shell, not both".into(),
-            ));
+            errors.push(file.error(Some(sh.span()), "set either command or shell, not both".into()));
             None
         }
         (None, None) => {
-            errors.push(file.error(
-                Some(table_span),
-                "[service] needs command (argv list) or shell (a /bin/sh -c script)".into(),
-            ));
+            errors.push(
+                file.error(
+                    Some(table_span),
+                    "[service] needs command (argv list) or shell (a /bin/sh -c script)".into(),
+                ),
+            );
             None
         }
         (Some(c), None) if c.get_ref().is_empty() => {
@@ -384,24 +319,19 @@ fn build_service(
         (Some(c), None) => Some((c.span(), c.get_ref().clone())),
         (None, Some(sh)) => Some((
             sh.span(),
-            vec![
-                Spanned::new(sh.span(), "/bin/sh".to_string()),
-                Spanned::new(sh.span(), "-c".to_string()),
-                sh.clone(),
-            ],
+            vec![Spanned::new(sh.span(), "/bin/sh".to_string()), Spanned::new(sh.span(), "-c".to_string()), sh.clone()],
         )),
     };
     match (kind, &raw_ready, &raw_live) {
-        (ServiceKind::Oneshot, Some(p), _) | (ServiceKind::Oneshot, None, Some(p)) => {
+        (ServiceKind::Oneshot, Some(p), _) | (ServiceKind::Oneshot, None, Some(p)) => errors.push(
+            file.error(Some(p.span()), "a oneshot is ready when it exits 0: remove [readiness]/[liveness]".into()),
+        ),
+        (ServiceKind::Notify, Some(p), _) if p.get_ref().has_kind() => {
             errors.push(file.error(
                 Some(p.span()),
-                "a oneshot is ready when it exits 0: remove [readiness]/[liveness]".into(),
+                "a notify unit is ready on READY=1: [readiness] may only set start_timeout".into(),
             ))
         }
-        (ServiceKind::Notify, Some(p), _) if p.get_ref().has_kind() => errors.push(file.error(
-            Some(p.span()),
-            "a notify unit is ready on READY=1: [readiness] may only set start_timeout".into(),
-        )),
         _ => {}
     }
     if !enabled {
@@ -419,24 +349,11 @@ fn build_service(
         .as_ref()
         .map(|(_, a)| a.iter().map(&mut expand_at).collect::<Vec<_>>())
         .and_then(|v| v.into_iter().collect());
-    let working_dir = s
-        .working_dir
-        .as_ref()
-        .and_then(&mut expand_at)
-        .map(PathBuf::from);
-    let unit_env: BTreeMap<String, Option<String>> = s
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), expand_at(v)))
-        .collect();
+    let working_dir = s.working_dir.as_ref().and_then(&mut expand_at).map(PathBuf::from);
+    let unit_env: BTreeMap<String, Option<String>> = s.env.iter().map(|(k, v)| (k.clone(), expand_at(v))).collect();
 
     let credentials = resolve_credentials(file, &s.user, &s.group, ctx, errors);
-    let mut env: Vec<(OsString, OsString)> = ctx
-        .env
-        .iter()
-        .filter(|(k, _)| k != "NOTIFY_SOCKET")
-        .cloned()
-        .collect();
+    let mut env: Vec<(OsString, OsString)> = ctx.env.iter().filter(|(k, _)| k != "NOTIFY_SOCKET").cloned().collect();
     if let Some(c) = &credentials {
         if let Some(name) = &c.user_name {
             set_env(&mut env, "USER", name.into());
@@ -455,10 +372,9 @@ fn build_service(
         match std::fs::read_to_string(path) {
             Ok(text) => match parse_env_file(&text) {
                 Ok(pairs) => pairs.into_iter().for_each(|(k, v)| set_env(&mut env, &k, v.into())),
-                Err((line, msg)) => errors.push(file.error(
-                    Some(f.span()),
-                    format!("env_file {path}: line {line}: {msg}"),
-                )),
+                Err((line, msg)) => {
+                    errors.push(file.error(Some(f.span()), format!("env_file {path}: line {line}: {msg}")))
+                }
             },
             Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => errors.push(file.error(
@@ -476,29 +392,14 @@ fn build_service(
             set_env(&mut env, &k, v.into());
         }
     }
-    let path_var = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone());
-    let cwd = working_dir
-        .clone()
-        .or_else(|| std::env::current_dir().ok())
-        .unwrap_or_else(|| PathBuf::from("/"));
+    let path_var = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone());
+    let cwd = working_dir.clone().or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| PathBuf::from("/"));
     let search_path = path_var.or_else(|| Some("/usr/local/bin:/usr/bin:/bin".into()));
     let resolve = |name: &str| which::which_in(name, search_path.clone(), &cwd).ok();
-    let probes = Probes {
-        file,
-        lookup: &lookup,
-        resolve: &resolve,
-    };
-    let notify_timeout = raw_ready.as_ref().map_or(DEFAULT_START_TIMEOUT, |r| {
-        duration(
-            file,
-            &r.get_ref().start_timeout,
-            DEFAULT_START_TIMEOUT,
-            errors,
-        )
-    });
+    let probes = Probes { file, lookup: &lookup, resolve: &resolve };
+    let notify_timeout = raw_ready
+        .as_ref()
+        .map_or(DEFAULT_START_TIMEOUT, |r| duration(file, &r.get_ref().start_timeout, DEFAULT_START_TIMEOUT, errors));
     let readiness = match raw_ready {
         Some(r) if kind == ServiceKind::Simple => probes.readiness(r, errors),
         _ => None,
@@ -510,13 +411,7 @@ fn build_service(
     let argv = argv?;
     let (cmd_span, _) = raw_argv?;
     let Some(program) = resolve(&argv[0]) else {
-        errors.push(file.error(
-            Some(cmd_span),
-            format!(
-                "program {:?} not found on PATH (or not executable)",
-                argv[0]
-            ),
-        ));
+        errors.push(file.error(Some(cmd_span), format!("program {:?} not found on PATH (or not executable)", argv[0])));
         return None;
     };
     Some(Service {
@@ -554,18 +449,14 @@ struct Probes<'a, 'f> {
 }
 
 impl Probes<'_, '_> {
-    fn readiness(
-        &self,
-        raw: Spanned<raw::RawProbe>,
-        errors: &mut Vec<ConfigError>,
-    ) -> Option<Readiness> {
+    fn readiness(&self, raw: Spanned<raw::RawProbe>, errors: &mut Vec<ConfigError>) -> Option<Readiness> {
         let span = raw.span();
         let r = raw.into_inner();
         if let Some(f) = &r.failures {
-            errors.push(self.file.error(
-                Some(f.span()),
-                "failures belongs in [liveness]; readiness fails at start_timeout".into(),
-            ));
+            errors.push(
+                self.file
+                    .error(Some(f.span()), "failures belongs in [liveness]; readiness fails at start_timeout".into()),
+            );
         }
         let kind = self.kind(&r, span, "[readiness]", errors)?;
         Some(Readiness {
@@ -576,18 +467,11 @@ impl Probes<'_, '_> {
         })
     }
 
-    fn liveness(
-        &self,
-        raw: Spanned<raw::RawProbe>,
-        errors: &mut Vec<ConfigError>,
-    ) -> Option<Liveness> {
+    fn liveness(&self, raw: Spanned<raw::RawProbe>, errors: &mut Vec<ConfigError>) -> Option<Liveness> {
         let span = raw.span();
         let r = raw.into_inner();
         if let Some(s) = &r.start_timeout {
-            errors.push(self.file.error(
-                Some(s.span()),
-                "start_timeout belongs in [readiness]".into(),
-            ));
+            errors.push(self.file.error(Some(s.span()), "start_timeout belongs in [readiness]".into()));
         }
         if let Some(l) = &r.log {
             errors.push(self.file.error(
@@ -598,10 +482,7 @@ impl Probes<'_, '_> {
         }
         let failures = match &r.failures {
             Some(f) if *f.get_ref() == 0 => {
-                errors.push(
-                    self.file
-                        .error(Some(f.span()), "failures must be at least 1".into()),
-                );
+                errors.push(self.file.error(Some(f.span()), "failures must be at least 1".into()));
                 1
             }
             Some(f) => *f.get_ref(),
@@ -617,9 +498,7 @@ impl Probes<'_, '_> {
     }
 
     fn expand(&self, v: &Spanned<String>, errors: &mut Vec<ConfigError>) -> Option<String> {
-        expand(v.get_ref(), self.lookup)
-            .map_err(|e| errors.push(self.file.error(Some(v.span()), e.to_string())))
-            .ok()
+        expand(v.get_ref(), self.lookup).map_err(|e| errors.push(self.file.error(Some(v.span()), e.to_string()))).ok()
     }
 
     fn kind(
@@ -629,31 +508,16 @@ impl Probes<'_, '_> {
         table: &str,
         errors: &mut Vec<ConfigError>,
     ) -> Option<ProbeKind> {
-        let count = [
-            r.http.is_some(),
-            r.tcp.is_some(),
-            r.exec.is_some(),
-            r.log.is_some(),
-        ]
-        .iter()
-        .filter(|x| **x)
-        .count();
+        let count =
+            [r.http.is_some(), r.tcp.is_some(), r.exec.is_some(), r.log.is_some()].iter().filter(|x| **x).count();
         if count != 1 {
-            errors.push(self.file.error(
-                Some(span),
-                format!("{table} needs exactly one of http, tcp, exec, log"),
-            ));
+            errors.push(self.file.error(Some(span), format!("{table} needs exactly one of http, tcp, exec, log")));
             return None;
         }
         if let Some(url) = &r.http {
             let expanded = self.expand(url, errors)?;
             return match parse_http_url(&expanded) {
-                Ok((authority, host, path)) => Some(ProbeKind::Http {
-                    url: expanded,
-                    authority,
-                    host,
-                    path,
-                }),
+                Ok((authority, host, path)) => Some(ProbeKind::Http { url: expanded, authority, host, path }),
                 Err(e) => {
                     errors.push(self.file.error(Some(url.span()), e));
                     None
@@ -668,35 +532,24 @@ impl Probes<'_, '_> {
                 .and_then(|p| p.parse::<u16>().ok())
                 .is_none()
             {
-                errors.push(self.file.error(
-                    Some(addr.span()),
-                    format!("invalid tcp target {expanded:?}: expected host:port"),
-                ));
+                errors.push(
+                    self.file.error(Some(addr.span()), format!("invalid tcp target {expanded:?}: expected host:port")),
+                );
                 return None;
             }
             return Some(ProbeKind::Tcp { addr: expanded });
         }
         if let Some(cmd) = &r.exec {
             if cmd.get_ref().is_empty() {
-                errors.push(self.file.error(
-                    Some(cmd.span()),
-                    "exec probe command must not be empty".into(),
-                ));
+                errors.push(self.file.error(Some(cmd.span()), "exec probe command must not be empty".into()));
                 return None;
             }
-            let argv: Option<Vec<String>> = cmd
-                .get_ref()
-                .iter()
-                .map(|a| self.expand(a, errors))
-                .collect();
+            let argv: Option<Vec<String>> = cmd.get_ref().iter().map(|a| self.expand(a, errors)).collect();
             let argv = argv?;
             let Some(program) = (self.resolve)(&argv[0]) else {
                 errors.push(self.file.error(
                     Some(cmd.span()),
-                    format!(
-                        "probe program {:?} not found on PATH (or not executable)",
-                        argv[0]
-                    ),
+                    format!("probe program {:?} not found on PATH (or not executable)", argv[0]),
                 ));
                 return None;
             };
@@ -706,17 +559,8 @@ impl Probes<'_, '_> {
         match regex::Regex::new(pattern.get_ref()) {
             Ok(regex) => Some(ProbeKind::Log { regex }),
             Err(e) => {
-                let first = e
-                    .to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string();
-                errors.push(
-                    self.file
-                        .error(Some(pattern.span()), format!("invalid log regex: {first}")),
-                );
+                let first = e.to_string().lines().last().unwrap_or("").trim().to_string();
+                errors.push(self.file.error(Some(pattern.span()), format!("invalid log regex: {first}")));
                 None
             }
         }
@@ -728,34 +572,22 @@ fn parse_http_url(url: &str) -> Result<(String, String, String), String> {
     let rest = match url.strip_prefix("http://") {
         Some(r) => r,
         None if url.starts_with("https://") => {
-            return Err(format!(
-                "{url:?}: https probes are not supported; probe the service's plain http port"
-            ))
+            return Err(format!("{url:?}: https probes are not supported; probe the service's plain http port"))
         }
-        None => {
-            return Err(format!(
-                "invalid http probe URL {url:?}: expected http://host:port/path"
-            ))
-        }
+        None => return Err(format!("invalid http probe URL {url:?}: expected http://host:port/path")),
     };
     let (host_port, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     if host_port.is_empty() || host_port.contains('@') {
-        return Err(format!(
-            "invalid http probe URL {url:?}: expected http://host:port/path"
-        ));
+        return Err(format!("invalid http probe URL {url:?}: expected http://host:port/path"));
     }
     let has_port = match host_port.rfind(':') {
         Some(i) => !host_port[i..].contains(']'),
         None => false,
     };
-    let authority = if has_port {
-        host_port.to_string()
-    } else {
-        format!("{host_port}:80")
-    };
+    let authority = if has_port { host_port.to_string() } else { format!("{host_port}:80") };
     if let Some(port) = authority.rsplit(':').next() {
         if port.parse::<u16>().is_err() {
             return Err(format!("invalid port in http probe URL {url:?}"));
@@ -794,10 +626,7 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, (usize, Strin
             return Err((i + 1, format!("invalid variable name {k:?}")));
         }
         let v = v.trim();
-        let v = ['"', '\'']
-            .iter()
-            .find_map(|q| v.strip_prefix(*q).and_then(|x| x.strip_suffix(*q)))
-            .unwrap_or(v);
+        let v = ['"', '\''].iter().find_map(|q| v.strip_prefix(*q).and_then(|x| x.strip_suffix(*q))).unwrap_or(v);
         out.push((k.to_string(), v.to_string()));
     }
     Ok(out)
@@ -819,12 +648,7 @@ fn resolve_credentials(
         return None;
     }
     use nix::unistd::{Group, User};
-    let mut creds = Credentials {
-        user_name: None,
-        uid: 0,
-        gid: 0,
-        groups: Vec::new(),
-    };
+    let mut creds = Credentials { user_name: None, uid: 0, gid: 0, groups: Vec::new() };
     if let Some(u) = user {
         let found = match u.get_ref() {
             UserRef::Name(n) => User::from_name(n).ok().flatten(),
@@ -846,10 +670,7 @@ fn resolve_credentials(
                 creds.gid = *id;
             }
             (None, UserRef::Name(n)) => {
-                errors.push(file.error(
-                    Some(u.span()),
-                    format!("unknown user {n:?} (not in /etc/passwd)"),
-                ));
+                errors.push(file.error(Some(u.span()), format!("unknown user {n:?} (not in /etc/passwd)")));
                 return None;
             }
         }
@@ -867,10 +688,7 @@ fn resolve_credentials(
                 }
             }
             None => {
-                errors.push(file.error(
-                    Some(g.span()),
-                    format!("unknown group {} (not in /etc/group)", g.get_ref()),
-                ));
+                errors.push(file.error(Some(g.span()), format!("unknown group {} (not in /etc/group)", g.get_ref())));
                 return None;
             }
         }
@@ -884,8 +702,7 @@ fn resolve_credentials(
 /// `present`: every unit file name, including files that failed to parse
 /// (an error was reported for them already; depending on them is fine).
 fn check_graph(units: &[Pending], present: &HashSet<String>, errors: &mut Vec<ConfigError>) {
-    let by_name: HashMap<&str, &Pending> =
-        units.iter().map(|p| (p.unit.name.as_str(), p)).collect();
+    let by_name: HashMap<&str, &Pending> = units.iter().map(|p| (p.unit.name.as_str(), p)).collect();
     for p in units {
         for (kind, dep) in &p.deps {
             match by_name.get(dep.get_ref().as_str()) {
@@ -903,7 +720,11 @@ fn check_graph(units: &[Pending], present: &HashSet<String>, errors: &mut Vec<Co
                 Some(d) if *kind == DepKind::Requires && p.unit.enabled && !d.unit.enabled => {
                     errors.push(p.file.error(
                         Some(dep.span()),
-                        format!("requires {:?}, which is disabled (profiles: {}); use wants, or turn on its profile", dep.get_ref(), d.unit.profiles.join(", ")),
+                        format!(
+                            "requires {:?}, which is disabled (profiles: {}); use wants, or turn on its profile",
+                            dep.get_ref(),
+                            d.unit.profiles.join(", ")
+                        ),
                     ));
                 }
                 Some(_) => {}
@@ -915,10 +736,7 @@ fn check_graph(units: &[Pending], present: &HashSet<String>, errors: &mut Vec<Co
         .map(|p| {
             (
                 p.unit.name.as_str(),
-                p.unit
-                    .ordering_deps()
-                    .filter(|d| by_name.contains_key(d) && *d != p.unit.name)
-                    .collect(),
+                p.unit.ordering_deps().filter(|d| by_name.contains_key(d) && *d != p.unit.name).collect(),
             )
         })
         .collect();
@@ -927,18 +745,10 @@ fn check_graph(units: &[Pending], present: &HashSet<String>, errors: &mut Vec<Co
             continue;
         };
         let next = cycle.get(1).cloned().unwrap_or_default();
-        let span = first
-            .deps
-            .iter()
-            .find(|(_, d)| *d.get_ref() == next)
-            .map(|(_, d)| d.span());
+        let span = first.deps.iter().find(|(_, d)| *d.get_ref() == next).map(|(_, d)| d.span());
         let mut shown = cycle.clone();
         shown.push(cycle[0].clone());
-        errors.push(
-            first
-                .file
-                .error(span, format!("dependency cycle: {}", shown.join(" → "))),
-        );
+        errors.push(first.file.error(span, format!("dependency cycle: {}", shown.join(" → "))));
     }
 }
 
@@ -948,30 +758,21 @@ mod tests {
 
     fn ctx() -> LoadContext {
         LoadContext {
-            env: vec![
-                ("PATH".into(), "/usr/bin:/bin".into()),
-                ("HOST".into(), "h".into()),
-            ],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into()), ("HOST".into(), "h".into())],
             profiles: vec!["dev".into()],
             can_switch_user: true,
         }
     }
 
     fn load(files: &[(&str, &str)]) -> Result<UnitSet, Vec<String>> {
-        let files: Vec<_> = files
-            .iter()
-            .map(|(n, t)| (PathBuf::from(format!("u/{n}.toml")), Ok(t.to_string())))
-            .collect();
+        let files: Vec<_> =
+            files.iter().map(|(n, t)| (PathBuf::from(format!("u/{n}.toml")), Ok(t.to_string()))).collect();
         load_files(&files, &ctx()).map_err(|e| e.iter().map(|e| e.to_string()).collect())
     }
 
     #[test]
     fn minimal_unit_gets_defaults() {
-        let set = load(&[(
-            "web",
-            "[service]\ncommand = [\"sh\", \"-c\", \"echo ${HOST}\"]\n",
-        )])
-        .unwrap();
+        let set = load(&[("web", "[service]\ncommand = [\"sh\", \"-c\", \"echo ${HOST}\"]\n")]).unwrap();
         let s = set.units[0].service.as_ref().unwrap();
         assert_eq!(s.argv, ["sh", "-c", "echo h"]);
         assert!(s.program.is_absolute());
@@ -982,40 +783,25 @@ mod tests {
 
     #[test]
     fn errors_point_at_line_and_column() {
-        let errs = load(&[(
-            "a",
-            "[service]\ncommand = [\"true\"]\nstop_timeout = \"ten\"\n",
-        )])
-        .unwrap_err();
+        let errs = load(&[("a", "[service]\ncommand = [\"true\"]\nstop_timeout = \"ten\"\n")]).unwrap_err();
         assert_eq!(errs.len(), 1);
-        assert!(
-            errs[0].starts_with("u/a.toml:3:16: unit a: invalid duration \"ten\""),
-            "{}",
-            errs[0]
-        );
+        assert!(errs[0].starts_with("u/a.toml:3:16: unit a: invalid duration \"ten\""), "{}", errs[0]);
     }
 
     #[test]
     fn cycle_is_printed_whole() {
-        let unit =
-            |dep: &str| format!("[unit]\nafter = [\"{dep}\"]\n[service]\ncommand = [\"true\"]\n");
+        let unit = |dep: &str| format!("[unit]\nafter = [\"{dep}\"]\n[service]\ncommand = [\"true\"]\n");
         let errs = load(&[("a", &unit("b")), ("b", &unit("c")), ("c", &unit("a"))]).unwrap_err();
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(
-            errs[0].contains("dependency cycle: a → b → c → a"),
-            "{}",
-            errs[0]
-        );
+        assert!(errs[0].contains("dependency cycle: a → b → c → a"), "{}", errs[0]);
         assert!(errs[0].starts_with("u/a.toml:2:10:"), "{}", errs[0]);
     }
 
     #[test]
     fn disabled_units_are_not_resolved() {
-        let set = load(&[(
-            "pg",
-            "[unit]\nprofiles = [\"prod-only\"]\n[service]\ncommand = [\"no-such-program-xyz\"]\n",
-        )])
-        .unwrap();
+        let set =
+            load(&[("pg", "[unit]\nprofiles = [\"prod-only\"]\n[service]\ncommand = [\"no-such-program-xyz\"]\n")])
+                .unwrap();
         assert!(!set.units[0].enabled);
         assert!(set.units[0].service.is_none());
     }
@@ -1023,14 +809,7 @@ mod tests {
     #[test]
     fn env_file_parsing() {
         let pairs = parse_env_file("# c\n\nA=1\nexport B = \"two words\"\nC='x'\n").unwrap();
-        assert_eq!(
-            pairs,
-            [
-                ("A".into(), "1".into()),
-                ("B".into(), "two words".into()),
-                ("C".into(), "x".into())
-            ]
-        );
+        assert_eq!(pairs, [("A".into(), "1".into()), ("B".into(), "two words".into()), ("C".into(), "x".into())]);
         assert_eq!(parse_env_file("A=1\nnonsense\n").unwrap_err().0, 2);
     }
 }

@@ -13,18 +13,20 @@ use tracing_subscriber::registry::LookupSpan;
 
 static PREFIX_WIDTH: AtomicUsize = AtomicUsize::new(8);
 
-/// Aligns `flowinit |` with the widest unit prefix.
+/// Aligns `flowinit |` with the widest unit prefix (the caller pads unit
+/// prefixes to the same width).
 pub fn set_prefix_width(width: usize) {
     PREFIX_WIDTH.store(width.max("flowinit".len()), Ordering::Relaxed);
+}
+
+pub fn prefix_width() -> usize {
+    PREFIX_WIDTH.load(Ordering::Relaxed)
 }
 
 /// Installs the global subscriber. The level comes from
 /// `FLOWINIT_LOG_LEVEL` (error, warn, info, debug, trace; default info).
 pub fn init(sink: LogSink) {
-    let level = std::env::var("FLOWINIT_LOG_LEVEL")
-        .ok()
-        .and_then(|l| l.parse::<Level>().ok())
-        .unwrap_or(Level::INFO);
+    let level = std::env::var("FLOWINIT_LOG_LEVEL").ok().and_then(|l| l.parse::<Level>().ok()).unwrap_or(Level::INFO);
     let format = sink.format;
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
@@ -65,12 +67,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(
-        &self,
-        _ctx: &FmtContext<'_, S, N>,
-        mut w: Writer<'_>,
-        event: &Event<'_>,
-    ) -> std::fmt::Result {
+    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
         let mut f = Fields::default();
         event.record(&mut f);
         let level = *event.metadata().level();
@@ -113,10 +110,7 @@ struct MakeSinkWriter(LogSink);
 impl<'a> MakeWriter<'a> for MakeSinkWriter {
     type Writer = SinkWriter;
     fn make_writer(&'a self) -> SinkWriter {
-        SinkWriter {
-            sink: self.0.clone(),
-            buf: Vec::new(),
-        }
+        SinkWriter { sink: self.0.clone(), buf: Vec::new() }
     }
 }
 
@@ -139,8 +133,7 @@ impl std::io::Write for SinkWriter {
 impl Drop for SinkWriter {
     fn drop(&mut self) {
         if !self.buf.is_empty() {
-            self.sink
-                .send_now(Stream::Stderr, std::mem::take(&mut self.buf));
+            self.sink.send_now(Stream::Stderr, std::mem::take(&mut self.buf));
         }
     }
 }

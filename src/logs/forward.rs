@@ -33,11 +33,7 @@ pub async fn forward(pipe: OwnedFd, stream: Stream, unit: UnitLog, sink: LogSink
     let mut pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
         Ok(p) => p,
         Err(e) => {
-            tracing::error!(
-                "unit {}: cannot read its {}: {e}",
-                unit.name,
-                stream.as_str()
-            );
+            tracing::error!("unit {}: cannot read its {}: {e}", unit.name, stream.as_str());
             return;
         }
     };
@@ -49,11 +45,7 @@ pub async fn forward(pipe: OwnedFd, stream: Stream, unit: UnitLog, sink: LogSink
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                tracing::warn!(
-                    "unit {}: reading its {} failed: {e}",
-                    unit.name,
-                    stream.as_str()
-                );
+                tracing::warn!("unit {}: reading its {} failed: {e}", unit.name, stream.as_str());
                 break;
             }
         };
@@ -84,13 +76,7 @@ struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    fn new(
-        unit: &'a UnitLog,
-        stream: Stream,
-        format: LogFormat,
-        size: usize,
-        keep_from: usize,
-    ) -> Batch<'a> {
+    fn new(unit: &'a UnitLog, stream: Stream, format: LogFormat, size: usize, keep_from: usize) -> Batch<'a> {
         let now = SystemTime::now();
         Batch {
             unit,
@@ -109,16 +95,14 @@ impl<'a> Batch<'a> {
         let text = String::from_utf8_lossy(raw);
         match self.format {
             LogFormat::Plain => {
-                self.out
-                    .extend_from_slice(self.unit.padded_prefix.as_bytes());
+                self.out.extend_from_slice(self.unit.padded_prefix.as_bytes());
                 self.out.extend_from_slice(b" | ");
                 self.out.extend_from_slice(text.as_bytes());
                 self.out.push(b'\n');
             }
             LogFormat::Json => {
                 self.out.extend_from_slice(b"{\"ts\":\"");
-                self.out
-                    .extend_from_slice(self.ts.as_deref().unwrap_or("").as_bytes());
+                self.out.extend_from_slice(self.ts.as_deref().unwrap_or("").as_bytes());
                 self.out.extend_from_slice(b"\",\"unit\":");
                 json_string(&mut self.out, &self.unit.name);
                 self.out.extend_from_slice(b",\"stream\":\"");
@@ -136,11 +120,7 @@ impl<'a> Batch<'a> {
             m.offer(&text);
         }
         if self.index >= self.keep_from {
-            self.unit.ring.push(LogLine {
-                ts: self.now,
-                stream: self.stream,
-                text: text.into_owned(),
-            });
+            self.unit.ring.push(LogLine { ts: self.now, stream: self.stream, text: text.into_owned() });
         }
         self.index += 1;
     }

@@ -47,6 +47,8 @@ const BATCHES_IN_FLIGHT: usize = 64;
 struct Batch {
     bytes: Vec<u8>,
     _permit: Option<OwnedSemaphorePermit>,
+    /// Told once this batch (and so everything before it) is written.
+    done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 #[derive(Clone)]
@@ -58,21 +60,19 @@ struct Lane {
 impl Lane {
     fn start(name: &str, mut out: Box<dyn Write + Send>) -> std::io::Result<Lane> {
         let (tx, rx) = mpsc::channel::<Batch>();
-        std::thread::Builder::new()
-            .name(format!("flowinit-{name}"))
-            .spawn(move || {
-                for batch in rx {
-                    // A closed output (EPIPE) must not stall the services:
-                    // keep draining, there is nobody left to tell.
-                    if out.write_all(&batch.bytes).is_ok() {
-                        let _ = out.flush();
-                    }
+        std::thread::Builder::new().name(format!("flowinit-{name}")).spawn(move || {
+            for batch in rx {
+                // A closed output (EPIPE) must not stall the services:
+                // keep draining, there is nobody left to tell.
+                if !batch.bytes.is_empty() && out.write_all(&batch.bytes).is_ok() {
+                    let _ = out.flush();
                 }
-            })?;
-        Ok(Lane {
-            tx,
-            permits: Arc::new(Semaphore::new(BATCHES_IN_FLIGHT)),
-        })
+                if let Some(done) = batch.done {
+                    let _ = done.send(());
+                }
+            }
+        })?;
+        Ok(Lane { tx, permits: Arc::new(Semaphore::new(BATCHES_IN_FLIGHT)) })
     }
 }
 
@@ -99,11 +99,7 @@ impl LogSink {
         stdout: Box<dyn Write + Send>,
         stderr: Box<dyn Write + Send>,
     ) -> std::io::Result<LogSink> {
-        Ok(LogSink {
-            stdout: Lane::start("stdout", stdout)?,
-            stderr: Lane::start("stderr", stderr)?,
-            format,
-        })
+        Ok(LogSink { stdout: Lane::start("stdout", stdout)?, stderr: Lane::start("stderr", stderr)?, format })
     }
 
     fn lane(&self, stream: Stream) -> &Lane {
@@ -117,19 +113,24 @@ impl LogSink {
     pub async fn send(&self, stream: Stream, bytes: Vec<u8>) {
         let lane = self.lane(stream);
         let permit = lane.permits.clone().acquire_owned().await.ok();
-        let _ = lane.tx.send(Batch {
-            bytes,
-            _permit: permit,
-        });
+        let _ = lane.tx.send(Batch { bytes, _permit: permit, done: None });
+    }
+
+    /// Waits until everything queued so far is written, or `limit` passed.
+    pub async fn drain(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        for lane in [&self.stdout, &self.stderr] {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if lane.tx.send(Batch { bytes: Vec::new(), _permit: None, done: Some(tx) }).is_ok() {
+                let _ = tokio::time::timeout_at(deadline, rx).await;
+            }
+        }
     }
 
     /// Queues flowinit's own event lines; never waits (they are few and
     /// must not block the task that logs).
     pub fn send_now(&self, stream: Stream, bytes: Vec<u8>) {
-        let _ = self.lane(stream).tx.send(Batch {
-            bytes,
-            _permit: None,
-        });
+        let _ = self.lane(stream).tx.send(Batch { bytes, _permit: None, done: None });
     }
 }
 
@@ -170,13 +171,7 @@ mod tests {
 
     #[test]
     fn json_strings_round_trip() {
-        for s in [
-            "plain",
-            "q\"b\\",
-            "tab\tnl\ncr\r",
-            "ctl\u{1}\u{7f}",
-            "ünï ✓",
-        ] {
+        for s in ["plain", "q\"b\\", "tab\tnl\ncr\r", "ctl\u{1}\u{7f}", "ünï ✓"] {
             let mut out = Vec::new();
             json_string(&mut out, s);
             let back: String = serde_json::from_slice(&out).unwrap();

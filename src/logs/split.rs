@@ -10,10 +10,7 @@ pub struct LineSplitter {
 
 impl LineSplitter {
     pub fn new(max: usize) -> LineSplitter {
-        LineSplitter {
-            partial: Vec::new(),
-            max: max.max(4),
-        }
+        LineSplitter { partial: Vec::new(), max: max.max(4) }
     }
 
     /// Feeds a chunk; calls `emit` for every complete (or over-long) line,
@@ -73,11 +70,7 @@ fn utf8_cut(buf: &[u8]) -> usize {
             } else {
                 2
             };
-            return if need > back && len > back {
-                len - back
-            } else {
-                len
-            };
+            return if need > back && len > back { len - back } else { len };
         }
         if b & 0xC0 != 0x80 {
             return len;
@@ -104,10 +97,7 @@ mod tests {
     fn table() {
         let v = |xs: &[&str]| xs.iter().map(|x| x.as_bytes().to_vec()).collect::<Vec<_>>();
         assert_eq!(split(&[b"a\nb\n"], 100), v(&["a", "b"]));
-        assert_eq!(
-            split(&[b"he", b"llo\nwo", b"rld"], 100),
-            v(&["hello", "world"])
-        );
+        assert_eq!(split(&[b"he", b"llo\nwo", b"rld"], 100), v(&["hello", "world"]));
         assert_eq!(split(&[b"\n\n"], 100), v(&["", ""]));
         assert_eq!(split(&[b"abcdefghij\n"], 4), v(&["abcd", "efgh", "ij"]));
         assert_eq!(split(&[b"ab", b"cdef", b"g\n"], 4), v(&["abcd", "efg"]));

@@ -27,11 +27,7 @@ pub struct LogMatch {
 
 impl LogMatch {
     pub fn new(regex: regex::Regex) -> LogMatch {
-        LogMatch {
-            regex,
-            armed: AtomicBool::new(false),
-            hit: Notify::new(),
-        }
+        LogMatch { regex, armed: AtomicBool::new(false), hit: Notify::new() }
     }
 
     /// Called before each start: the next matching line makes it ready.
@@ -91,10 +87,7 @@ pub fn start(
         loop {
             let result = match tokio::time::timeout(timeout, attempt(&kind, &exec)).await {
                 Ok(r) => r,
-                Err(_) => Err(format!(
-                    "no answer within {}",
-                    humantime::format_duration(timeout)
-                )),
+                Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
             };
             if tx.send(result).await.is_err() {
                 return;
@@ -108,12 +101,7 @@ pub fn start(
 /// One attempt. Connections are closed afterwards; nothing is kept.
 pub async fn attempt(kind: &ProbeKind, exec: &ExecContext) -> Result<(), String> {
     match kind {
-        ProbeKind::Http {
-            authority,
-            host,
-            path,
-            ..
-        } => http_get(authority, host, path).await,
+        ProbeKind::Http { authority, host, path, .. } => http_get(authority, host, path).await,
         ProbeKind::Tcp { addr } => tokio::net::TcpStream::connect(addr.as_str())
             .await
             .map(drop)
@@ -134,9 +122,8 @@ fn short_io_error(e: &std::io::Error) -> String {
 
 async fn http_get(authority: &str, host: &str, path: &str) -> Result<(), String> {
     use http_body_util::{BodyExt, Empty};
-    let stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .map_err(|e| format!("{} {authority}", short_io_error(&e)))?;
+    let stream =
+        tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("{} {authority}", short_io_error(&e)))?;
     let io = hyper_util::rt::TokioIo::new(stream);
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(io)
         .await
@@ -148,16 +135,12 @@ async fn http_get(authority: &str, host: &str, path: &str) -> Result<(), String>
         .header(hyper::header::CONNECTION, "close")
         .body(Empty::new())
         .map_err(|e| format!("bad probe request: {e}"))?;
-    let res = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("http {authority}{path}: {e}"));
+    let res = sender.send_request(req).await.map_err(|e| format!("http {authority}{path}: {e}"));
     let outcome = match res {
         Ok(res) => {
             let status = res.status();
             // Drain a little so the server sees a clean close.
-            let _ =
-                tokio::time::timeout(Duration::from_millis(100), res.into_body().collect()).await;
+            let _ = tokio::time::timeout(Duration::from_millis(100), res.into_body().collect()).await;
             if status.is_success() {
                 Ok(())
             } else {
@@ -181,36 +164,24 @@ impl Drop for KillOnDrop {
     }
 }
 
-async fn run_exec(
-    program: &std::path::Path,
-    argv: &[String],
-    ctx: &ExecContext,
-) -> Result<(), String> {
+async fn run_exec(program: &std::path::Path, argv: &[String], ctx: &ExecContext) -> Result<(), String> {
     let svc = &ctx.service;
     let spec = SpawnSpec {
         program: program.to_path_buf(),
         argv: argv.iter().map(OsString::from).collect(),
         env: Some(svc.env.clone()),
         working_dir: svc.working_dir.clone(),
-        credentials: svc
-            .credentials
-            .as_ref()
-            .map(|c| (c.uid, c.gid, c.groups.clone())),
+        credentials: svc.credentials.as_ref().map(|c| (c.uid, c.gid, c.groups.clone())),
         isolation: Isolation::Session,
         stdio: Stdio3::Null,
     };
-    let Spawned { pid, exit } = ctx
-        .reaper
-        .spawn(spec)
-        .map_err(|e| format!("cannot run probe {}: {e}", program.display()))?;
+    let Spawned { pid, exit } =
+        ctx.reaper.spawn(spec).map_err(|e| format!("cannot run probe {}: {e}", program.display()))?;
     let mut guard = KillOnDrop(Some(Pgid::of_leader(pid)));
     let term = exit.await.map_err(|_| "probe exit lost".to_string())?;
     guard.0 = None;
     match term {
         Termination::Exited(0) => Ok(()),
-        t => Err(format!(
-            "{} {t}",
-            argv.first().map(String::as_str).unwrap_or("probe")
-        )),
+        t => Err(format!("{} {t}", argv.first().map(String::as_str).unwrap_or("probe"))),
     }
 }

@@ -5,8 +5,8 @@
 
 use crate::process::Pid;
 use nix::sys::socket::{
-    bind, recvmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType, UnixAddr, UnixCredentials,
+    bind, recvmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
+    UnixAddr, UnixCredentials,
 };
 use std::io::{self, IoSliceMut};
 use std::os::fd::AsRawFd;
@@ -30,36 +30,21 @@ pub struct NotifyMessage {
 
 impl NotifyMessage {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.fields.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
 impl NotifySocket {
     pub fn bind(unit: &str) -> io::Result<NotifySocket> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "flowinit/{}/{unit}/{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            None,
-        )?;
+        let name = format!("flowinit/{}/{unit}/{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let fd =
+            socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
         setsockopt(&fd, sockopt::PassCred, &true)?;
         bind(fd.as_raw_fd(), &UnixAddr::new_abstract(name.as_bytes())?)?;
         let std_socket = std::os::unix::net::UnixDatagram::from(fd);
         let socket = tokio::net::UnixDatagram::from_std(std_socket)?;
-        Ok(NotifySocket {
-            socket,
-            env_value: format!("@{name}"),
-        })
+        Ok(NotifySocket { socket, env_value: format!("@{name}") })
     }
 
     pub async fn recv(&self) -> io::Result<NotifyMessage> {
@@ -70,28 +55,17 @@ impl NotifySocket {
                 let mut buf = [0u8; MAX_MESSAGE];
                 let mut cmsg = nix::cmsg_space!(UnixCredentials);
                 let mut iov = [IoSliceMut::new(&mut buf)];
-                let msg =
-                    recvmsg::<()>(fd.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
-                        .map_err(io::Error::from)?;
-                let sender = msg
-                    .cmsgs()
-                    .ok()
-                    .into_iter()
-                    .flatten()
-                    .find_map(|c| match c {
-                        ControlMessageOwned::ScmCredentials(cred) => Pid::new(cred.pid()),
-                        _ => None,
-                    });
+                let msg = recvmsg::<()>(fd.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+                    .map_err(io::Error::from)?;
+                let sender = msg.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
+                    ControlMessageOwned::ScmCredentials(cred) => Pid::new(cred.pid()),
+                    _ => None,
+                });
                 let len = msg.bytes;
                 Ok((sender, buf[..len].to_vec()))
             });
             match result {
-                Ok((sender, bytes)) => {
-                    return Ok(NotifyMessage {
-                        sender,
-                        fields: parse(&bytes),
-                    })
-                }
+                Ok((sender, bytes)) => return Ok(NotifyMessage { sender, fields: parse(&bytes) }),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             }
@@ -104,11 +78,7 @@ pub fn parse(bytes: &[u8]) -> Vec<(String, String)> {
     String::from_utf8_lossy(bytes)
         .lines()
         .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| {
-            !k.is_empty()
-                && k.bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-        })
+        .filter(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
@@ -117,12 +87,7 @@ pub fn parse(bytes: &[u8]) -> Vec<(String, String)> {
 pub fn process_group_of(pid: Pid) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the comm: state ppid pgrp …
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
+    stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -36,9 +36,7 @@ impl Reaper {
     /// the first spawn, inside the tokio runtime.
     pub fn start() -> io::Result<Reaper> {
         let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
-        let reaper = Reaper {
-            registry: Arc::default(),
-        };
+        let reaper = Reaper { registry: Arc::default() };
         let task = reaper.clone();
         tokio::spawn(async move {
             loop {
@@ -102,9 +100,7 @@ impl Reaper {
 fn termination(status: WaitStatus) -> Option<(Pid, Termination)> {
     match status {
         WaitStatus::Exited(pid, code) => Some((Pid::new(pid.as_raw())?, Termination::Exited(code))),
-        WaitStatus::Signaled(pid, sig, _) => {
-            Some((Pid::new(pid.as_raw())?, Termination::Signaled(Signal(sig))))
-        }
+        WaitStatus::Signaled(pid, sig, _) => Some((Pid::new(pid.as_raw())?, Termination::Signaled(Signal(sig)))),
         _ => None,
     }
 }

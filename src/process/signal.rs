@@ -8,6 +8,41 @@ use nix::unistd::Pid as NixPid;
 use std::fmt;
 use std::str::FromStr;
 
+/// Undoes what a careless parent may have left us: an ignored SIGCHLD
+/// makes the kernel reap children by itself (their exit status is lost).
+/// Called first thing in main.
+pub fn reset_inherited_dispositions() {
+    use nix::sys::signal::{signal, SigHandler};
+    // SAFETY: installing SIG_DFL (no handler code) before any thread exists.
+    unsafe {
+        let _ = signal(NixSignal::SIGCHLD, SigHandler::SigDfl);
+    }
+}
+
+/// In `up` mode, signals that would terminate flowinit by default but mean
+/// nothing to it are ignored, so a stray `kill -USR1` cannot take down the
+/// supervisor (as PID 1 the kernel already protects it; as a subreaper it
+/// would orphan every service). Children get default dispositions back.
+pub fn ignore_stray_signals() {
+    use nix::sys::signal::{signal, SigHandler};
+    for sig in [
+        NixSignal::SIGUSR1,
+        NixSignal::SIGUSR2,
+        NixSignal::SIGALRM,
+        NixSignal::SIGVTALRM,
+        NixSignal::SIGPROF,
+        NixSignal::SIGIO,
+        NixSignal::SIGPWR,
+        NixSignal::SIGSTKFLT,
+        NixSignal::SIGPIPE,
+    ] {
+        // SAFETY: installing SIG_IGN (no handler code).
+        unsafe {
+            let _ = signal(sig, SigHandler::SigIgn);
+        }
+    }
+}
+
 /// A signal number known to be valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Signal(pub NixSignal);
@@ -34,11 +69,7 @@ impl FromStr for Signal {
             return Signal::from_number(n).ok_or_else(bad);
         }
         let upper = s.to_ascii_uppercase();
-        let full = if upper.starts_with("SIG") {
-            upper
-        } else {
-            format!("SIG{upper}")
-        };
+        let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
         NixSignal::from_str(&full).map(Signal).map_err(|_| bad())
     }
 }
@@ -88,10 +119,7 @@ impl Pgid {
     /// True while any member of the group still exists (zombies included
     /// until they are reaped).
     pub fn alive(self) -> bool {
-        matches!(
-            killpg(NixPid::from_raw(self.0.raw()), None),
-            Ok(()) | Err(Errno::EPERM)
-        )
+        matches!(killpg(NixPid::from_raw(self.0.raw()), None), Ok(()) | Err(Errno::EPERM))
     }
 }
 

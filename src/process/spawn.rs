@@ -63,15 +63,11 @@ pub(super) fn spawn(spec: SpawnSpec) -> io::Result<u32> {
     }
     match spec.stdio {
         Stdio3::Piped { stdout, stderr } => {
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::from(stdout))
-                .stderr(Stdio::from(stderr));
+            cmd.stdin(Stdio::null()).stdout(Stdio::from(stdout)).stderr(Stdio::from(stderr));
         }
         Stdio3::Inherit => {}
         Stdio3::Null => {
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         }
     }
     let isolation = spec.isolation;
@@ -121,22 +117,12 @@ fn pre_exec(isolation: Isolation, creds: Option<&(u32, u32, Vec<u32>)>) -> io::R
         let dfl = [0u64; 4];
         for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    dfl.as_ptr(),
-                    std::ptr::null_mut::<u64>(),
-                    8usize,
-                );
+                libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), std::ptr::null_mut::<u64>(), 8usize);
             }
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
-        check(libc::sigprocmask(
-            libc::SIG_SETMASK,
-            &empty,
-            std::ptr::null_mut(),
-        ))?;
+        check(libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()))?;
         if let Some((uid, gid, groups)) = creds {
             // Order matters: supplementary groups and gid while still root,
             // uid last (after setuid we may no longer change groups).

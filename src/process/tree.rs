@@ -14,11 +14,7 @@ pub fn descendants() -> Vec<Pid> {
         return Vec::new();
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -30,10 +26,7 @@ pub fn descendants() -> Vec<Pid> {
         };
         let mut fields = rest.split_whitespace();
         let state = fields.next().unwrap_or("");
-        let ppid = fields
-            .next()
-            .and_then(|p| p.parse::<i32>().ok())
-            .unwrap_or(0);
+        let ppid = fields.next().and_then(|p| p.parse::<i32>().ok()).unwrap_or(0);
         if state != "Z" && state != "X" {
             children.entry(ppid).or_default().push(pid);
         }

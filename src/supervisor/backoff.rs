@@ -20,11 +20,7 @@ pub struct StartLimit {
 
 impl StartLimit {
     pub fn new(burst: u32, interval: Duration) -> StartLimit {
-        StartLimit {
-            burst: burst.max(1),
-            interval,
-            starts: VecDeque::new(),
-        }
+        StartLimit { burst: burst.max(1), interval, starts: VecDeque::new() }
     }
 
     /// Records a start at `now` if the limit allows it.
@@ -56,27 +52,11 @@ mod tests {
     #[test]
     fn delay_doubles_up_to_max() {
         let s = Duration::from_secs;
-        let table = [
-            (0, 1),
-            (1, 1),
-            (2, 2),
-            (3, 4),
-            (4, 8),
-            (5, 16),
-            (6, 30),
-            (40, 30),
-        ];
+        let table = [(0, 1), (1, 1), (2, 2), (3, 4), (4, 8), (5, 16), (6, 30), (40, 30)];
         for (failures, want) in table {
-            assert_eq!(
-                restart_delay(s(1), s(30), failures),
-                s(want),
-                "failures={failures}"
-            );
+            assert_eq!(restart_delay(s(1), s(30), failures), s(want), "failures={failures}");
         }
-        assert_eq!(
-            restart_delay(Duration::from_millis(100), s(1), 3),
-            Duration::from_millis(400)
-        );
+        assert_eq!(restart_delay(Duration::from_millis(100), s(1), 3), Duration::from_millis(400));
     }
 
     #[test]

@@ -1,50 +1,142 @@
 //! The dispatcher: owns what the user sees (one [`UnitStatus`] per unit),
-//! starts units when their dependencies allow, propagates failures, and
-//! runs the ordered, budgeted shutdown. It talks to unit tasks only by
-//! messages and never touches a process itself, except for the final sweep
-//! of leftover descendants.
+//! decides what should run (each unit's desired state), starts units when
+//! their dependencies allow, stops them dependents-first, propagates
+//! failures, answers control requests once their action is done, applies
+//! reloads, and runs the ordered, budgeted shutdown. It talks to unit tasks
+//! only by messages and publishes a [`Snapshot`] for the control socket and
+//! the router; nothing outside reaches into it.
 
 use super::state::State;
 use super::unit_task::{UnitCmd, UnitEvent, UnitStatus, UnitTask};
 use crate::config::unit::ProbeKind;
-use crate::config::{Unit, UnitSet};
+use crate::config::{LoadContext, Unit, UnitSet};
 use crate::logs::forward::UnitLog;
 use crate::logs::{LogSink, RingLog};
 use crate::probe::LogMatch;
 use crate::process::{tree, Reaper, Signal};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 
 /// Lines kept per unit for status and logs.
-const RING_LINES: usize = 1000;
+pub const RING_LINES: usize = 1000;
 /// After a second SIGTERM/SIGINT, no stop waits longer than this.
 const HURRIED_WAIT: Duration = Duration::from_secs(1);
 /// Grace between SIGTERM and SIGKILL for leftover processes at the end.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
+/// An operator's stop has no budget: only each unit's stop_timeout.
+const NO_DEADLINE: Duration = Duration::from_secs(365 * 86400);
 
 pub struct Options {
     pub shutdown_timeout: Duration,
+    /// Where `reload` and SIGHUP read the units from.
+    pub units_dir: PathBuf,
+    pub profiles: Vec<String>,
+}
+
+/// What the control socket may ask for. Each is answered once done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Start(Vec<String>),
+    Stop(Vec<String>),
+    Restart(Vec<String>),
+    Reload,
+}
+
+/// `Ok(summary)` or `Err(what went wrong, for people)`.
+pub type Reply = Result<String, String>;
+
+struct ControlMsg {
+    request: Request,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The cheap handle through which the control socket sends requests.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<ControlMsg>,
+}
+
+impl Handle {
+    pub async fn call(&self, request: Request) -> Reply {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(ControlMsg { request, reply }).await.map_err(|_| "flowinit is shutting down".to_string())?;
+        rx.await.map_err(|_| "flowinit is shutting down".to_string())?
+    }
+}
+
+/// One unit as the outside sees it.
+#[derive(Debug, Clone)]
+pub struct UnitView {
+    pub unit: Arc<Unit>,
+    pub status: UnitStatus,
+    pub ring: Option<Arc<RingLog>>,
+    /// Stopped on an operator's request: not counted by the health check.
+    pub held_stopped: bool,
+}
+
+impl UnitView {
+    /// Counts toward health: not disabled, not stopped by an operator.
+    pub fn is_active(&self) -> bool {
+        self.status.state != State::Disabled && !self.held_stopped
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub units: Vec<UnitView>,
+    pub shutting_down: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Run,
+    Stop,
+    /// Stop, then drop the slot (removed by a reload).
+    Remove,
 }
 
 struct Slot {
-    unit: Unit,
+    id: u64,
+    /// Bumped when a reload replaces the unit's definition.
+    generation: u64,
+    unit: Arc<Unit>,
     status: UnitStatus,
     tx: Option<mpsc::Sender<UnitCmd>>,
+    ring: Option<Arc<RingLog>>,
+    want: Want,
+    held_by_operator: bool,
     start_sent: bool,
     stop_sent: bool,
     /// Set when the manager stopped the unit because a required unit
     /// failed: the unit ends `failed` with this reason, not `stopped`.
     failed_because: Option<String>,
+    /// A new definition from a reload, applied once the old process is down.
+    replacement: Option<Unit>,
     _log_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
 impl Slot {
-    /// Nothing running and nothing left to do for shutdown.
+    /// Nothing running and nothing left to do for a stop.
     fn is_down(&self) -> bool {
         self.status.state.is_settled() || (self.status.state == State::Inactive && !self.start_sent)
+    }
+
+    /// Ready for a new start: forget how the last run ended.
+    fn rearm(&mut self) {
+        self.want = Want::Run;
+        self.held_by_operator = false;
+        if self.is_down() && self.tx.is_some() {
+            self.start_sent = false;
+            self.stop_sent = false;
+            self.failed_because = None;
+            self.status.state = State::Inactive;
+            self.status.reason = None;
+        }
     }
 }
 
@@ -54,95 +146,175 @@ struct Shutdown {
     hurried: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Start,
+    Stop,
+}
+
+/// A control request waiting for its units to get where they were sent.
+struct Waiter {
+    op: Op,
+    /// (slot id, generation at request time, restarts at request time)
+    targets: Vec<(u64, u64, u32)>,
+    /// After a stop completes, start these (restart, reload).
+    then_start: Vec<u64>,
+    verb: &'static str,
+    reply: oneshot::Sender<Reply>,
+}
+
 pub struct Manager {
     slots: Vec<Slot>,
-    /// dependents[i]: units that are ordered after unit i.
+    /// dependents[i]: units ordered after unit i (any kind of edge).
     dependents: Vec<Vec<usize>>,
+    next_id: u64,
+    events_tx: mpsc::Sender<UnitEvent>,
     events: mpsc::Receiver<UnitEvent>,
+    control: mpsc::Receiver<ControlMsg>,
+    waiters: Vec<Waiter>,
+    snapshot: watch::Sender<Snapshot>,
     shutdown: Option<Shutdown>,
+    reaper: Reaper,
+    sink: LogSink,
     opts: Options,
 }
 
 impl Manager {
-    pub fn new(set: UnitSet, opts: Options, reaper: &Reaper, sink: &LogSink) -> Manager {
-        let width = set
-            .units
-            .iter()
-            .map(|u| u.log.prefix.len())
-            .max()
-            .unwrap_or(0);
-        crate::logs::events::set_prefix_width(width);
+    pub fn new(
+        set: UnitSet,
+        opts: Options,
+        reaper: &Reaper,
+        sink: &LogSink,
+    ) -> (Manager, Handle, watch::Receiver<Snapshot>) {
         let (events_tx, events) = mpsc::channel(1024);
-        let index_of = |name: &str| set.units.iter().position(|u| u.name == name);
-        let dependents = (0..set.units.len())
+        let (control_tx, control) = mpsc::channel(64);
+        let (snapshot, snapshot_rx) = watch::channel(Snapshot::default());
+        let mut m = Manager {
+            slots: Vec::new(),
+            dependents: Vec::new(),
+            next_id: 0,
+            events_tx,
+            events,
+            control,
+            waiters: Vec::new(),
+            snapshot,
+            shutdown: None,
+            reaper: reaper.clone(),
+            sink: sink.clone(),
+            opts,
+        };
+        m.set_prefix_width(&set.units);
+        for unit in set.units {
+            let slot = m.new_slot(unit);
+            m.slots.push(slot);
+        }
+        m.relink();
+        m.publish();
+        (m, Handle { tx: control_tx }, snapshot_rx)
+    }
+
+    fn set_prefix_width(&self, units: &[Unit]) {
+        let width = units.iter().map(|u| u.log.prefix.len()).max().unwrap_or(0).max("flowinit".len());
+        crate::logs::events::set_prefix_width(width);
+    }
+
+    fn prefix_width(&self) -> usize {
+        crate::logs::events::prefix_width()
+    }
+
+    /// A slot for `unit`, with its task running (idle until told to start).
+    fn new_slot(&mut self, unit: Unit) -> Slot {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut slot = Slot {
+            id,
+            generation: 0,
+            unit: Arc::new(unit.clone()),
+            status: UnitStatus::new(State::Inactive, None),
+            tx: None,
+            ring: None,
+            want: Want::Run,
+            held_by_operator: false,
+            start_sent: false,
+            stop_sent: false,
+            failed_because: None,
+            replacement: None,
+            _log_guard: None,
+        };
+        self.attach_task(&mut slot, unit);
+        slot
+    }
+
+    /// (Re)creates the unit task of a slot for `unit`; keeps the ring so
+    /// that `logs` spans restarts and reloads.
+    fn attach_task(&mut self, slot: &mut Slot, unit: Unit) {
+        slot.unit = Arc::new(unit.clone());
+        slot.tx = None;
+        slot._log_guard = None;
+        let Some(service) = unit.service.clone().filter(|_| unit.enabled) else {
+            let why = format!("disabled (profile {})", unit.profiles.join(", "));
+            slot.status = UnitStatus::new(State::Disabled, Some(why));
+            return;
+        };
+        let (file, guard) = open_log_file(&unit).unzip();
+        let ring = slot.ring.get_or_insert_with(|| Arc::new(RingLog::new(RING_LINES))).clone();
+        let width = self.prefix_width();
+        let log = UnitLog {
+            name: unit.name.as_str().into(),
+            padded_prefix: format!("{:<width$}", unit.log.prefix).into(),
+            ring,
+            file,
+            ready_match: match service.readiness.as_ref().map(|r| &r.kind) {
+                Some(ProbeKind::Log { regex }) => Some(Arc::new(LogMatch::new(regex.clone()))),
+                _ => None,
+            },
+        };
+        let (tx, cmds) = mpsc::channel(16);
+        let task = UnitTask {
+            id: slot.id,
+            service: Arc::new(service),
+            log,
+            reaper: self.reaper.clone(),
+            sink: self.sink.clone(),
+            events: self.events_tx.clone(),
+            cmds,
+        };
+        tokio::spawn(task.run());
+        slot.tx = Some(tx);
+        slot._log_guard = guard;
+        slot.status = UnitStatus::new(State::Inactive, None);
+        slot.start_sent = false;
+        slot.stop_sent = false;
+        slot.failed_because = None;
+    }
+
+    /// Recomputes the reverse edges after the set of slots changed.
+    fn relink(&mut self) {
+        let index_of = |name: &str| self.slots.iter().position(|s| s.unit.name == name);
+        self.dependents = (0..self.slots.len())
             .map(|i| {
-                set.units
+                self.slots
                     .iter()
                     .enumerate()
-                    .filter(|(_, u)| u.ordering_deps().any(|d| index_of(d) == Some(i)))
+                    .filter(|(_, s)| s.unit.ordering_deps().any(|d| index_of(d) == Some(i)))
                     .map(|(j, _)| j)
                     .collect()
             })
             .collect();
-        let slots = set
-            .units
+    }
+
+    fn publish(&self) {
+        let units = self
+            .slots
             .iter()
-            .enumerate()
-            .map(|(index, unit)| {
-                let Some(service) = unit.service.clone().filter(|_| unit.enabled) else {
-                    let why = format!("disabled (profile {})", unit.profiles.join(", "));
-                    return Slot {
-                        unit: unit.clone(),
-                        status: UnitStatus::new(State::Disabled, Some(why)),
-                        tx: None,
-                        start_sent: false,
-                        stop_sent: false,
-                        failed_because: None,
-                        _log_guard: None,
-                    };
-                };
-                let (file, guard) = open_log_file(unit).unzip();
-                let log = UnitLog {
-                    name: unit.name.as_str().into(),
-                    padded_prefix: format!("{:<width$}", unit.log.prefix).into(),
-                    ring: Arc::new(RingLog::new(RING_LINES)),
-                    file,
-                    ready_match: match service.readiness.as_ref().map(|r| &r.kind) {
-                        Some(ProbeKind::Log { regex }) => {
-                            Some(Arc::new(LogMatch::new(regex.clone())))
-                        }
-                        _ => None,
-                    },
-                };
-                let (tx, cmds) = mpsc::channel(16);
-                let task = UnitTask {
-                    index,
-                    service: Arc::new(service),
-                    log,
-                    reaper: reaper.clone(),
-                    sink: sink.clone(),
-                    events: events_tx.clone(),
-                    cmds,
-                };
-                tokio::spawn(task.run());
-                Slot {
-                    unit: unit.clone(),
-                    status: UnitStatus::new(State::Inactive, None),
-                    tx: Some(tx),
-                    start_sent: false,
-                    stop_sent: false,
-                    failed_because: None,
-                    _log_guard: guard,
-                }
+            .map(|s| UnitView {
+                unit: s.unit.clone(),
+                status: s.status.clone(),
+                ring: s.ring.clone(),
+                held_stopped: s.held_by_operator && s.want == Want::Stop,
             })
             .collect();
-        Manager {
-            slots,
-            dependents,
-            events,
-            shutdown: None,
-            opts,
-        }
+        self.snapshot.send_replace(Snapshot { units, shutting_down: self.shutdown.is_some() });
     }
 
     /// Runs until shutdown completes; returns flowinit's exit code.
@@ -160,19 +332,38 @@ impl Manager {
             }
         };
         self.advance().await;
+        self.publish();
         loop {
             let deadline = self.shutdown.as_ref().map(|s| s.deadline);
             tokio::select! {
                 _ = term.recv() => self.on_stop_signal(Signal::TERM).await,
                 _ = int.recv() => self.on_stop_signal(Signal(nix::sys::signal::Signal::SIGINT)).await,
                 _ = quit.recv() => self.on_stop_signal(Signal(nix::sys::signal::Signal::SIGQUIT)).await,
-                _ = hup.recv() => tracing::warn!("SIGHUP received: reloading is not supported yet; ignored"),
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading {}", self.opts.units_dir.display());
+                    let (reply, rx) = oneshot::channel();
+                    self.on_request(Request::Reload, reply);
+                    tokio::spawn(async move {
+                        match rx.await {
+                            Ok(Ok(summary)) => tracing::info!("reload done: {summary}"),
+                            Ok(Err(e)) => tracing::error!("reload failed, keeping the running units:\n{e}"),
+                            Err(_) => {}
+                        }
+                    });
+                }
                 Some(ev) = self.events.recv() => self.on_event(ev),
+                Some(msg) = self.control.recv() => self.on_request(msg.request, msg.reply),
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
                     return self.budget_spent().await;
                 }
             }
+            // Answering a waiter may re-arm units (restart, reload): then
+            // they need another pass to start.
             self.advance().await;
+            while self.check_waiters() {
+                self.advance().await;
+            }
+            self.publish();
             if let Some(code) = self.finished() {
                 self.sweep_leftovers().await;
                 tracing::info!("all units stopped; exiting with code {code}");
@@ -208,18 +399,21 @@ impl Manager {
 
     fn begin_shutdown(&mut self, code: u8) {
         if self.shutdown.is_none() {
-            self.shutdown = Some(Shutdown {
-                deadline: Instant::now() + self.opts.shutdown_timeout,
-                code,
-                hurried: false,
-            });
+            self.shutdown =
+                Some(Shutdown { deadline: Instant::now() + self.opts.shutdown_timeout, code, hurried: false });
+            for slot in &mut self.slots {
+                if slot.want == Want::Run {
+                    slot.want = Want::Stop;
+                }
+            }
+            for w in self.waiters.drain(..) {
+                let _ = w.reply.send(Err("flowinit is shutting down".into()));
+            }
         }
     }
 
     fn on_event(&mut self, ev: UnitEvent) {
-        let Some(slot) = self.slots.get_mut(ev.index) else {
-            return;
-        };
+        let Some(slot) = self.slots.iter_mut().find(|s| s.id == ev.id) else { return };
         let mut status = ev.status;
         if let (Some(why), true) = (&slot.failed_because, status.state.is_settled()) {
             status.state = State::Failed;
@@ -244,23 +438,39 @@ impl Manager {
     /// Sends whatever commands the current states allow.
     async fn advance(&mut self) {
         let mut cmds: Vec<(usize, UnitCmd)> = Vec::new();
-        if let Some(sd) = &self.shutdown {
-            let cap = sd.hurried.then(|| Instant::now() + HURRIED_WAIT);
-            let deadline = cap.map_or(sd.deadline, |c| c.min(sd.deadline));
-            for i in 0..self.slots.len() {
-                let slot = &self.slots[i];
-                if slot.stop_sent || slot.is_down() {
-                    continue;
-                }
-                if self.dependents[i].iter().all(|&j| self.slots[j].is_down()) {
-                    cmds.push((i, UnitCmd::Stop { deadline }));
-                }
+        for i in 0..self.slots.len() {
+            if self.shutdown.is_some() {
+                break;
             }
-        } else {
-            for i in 0..self.slots.len() {
-                if let Some(cmd) = self.next_cmd_while_running(i) {
+            if self.slots[i].want == Want::Run {
+                if let Some(cmd) = self.next_start(i) {
                     cmds.push((i, cmd));
                 }
+            }
+        }
+        // A start decided above may have been overtaken by a critical
+        // failure in the same pass: then nothing starts.
+        if self.shutdown.is_some() {
+            cmds.clear();
+        }
+        let deadline = match &self.shutdown {
+            Some(sd) => {
+                let cap = sd.hurried.then(|| Instant::now() + HURRIED_WAIT);
+                cap.map_or(sd.deadline, |c| c.min(sd.deadline))
+            }
+            None => Instant::now() + NO_DEADLINE,
+        };
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            if slot.want == Want::Run || slot.stop_sent || slot.is_down() {
+                continue;
+            }
+            // Dependents that are going down too must be down first;
+            // dependents that keep running do not hold this stop back.
+            let blocked =
+                self.dependents[i].iter().any(|&j| self.slots[j].want != Want::Run && !self.slots[j].is_down());
+            if !blocked {
+                cmds.push((i, UnitCmd::Stop { deadline }));
             }
         }
         for (i, cmd) in cmds {
@@ -278,20 +488,62 @@ impl Manager {
                 let _ = tx.send(cmd).await;
             }
         }
+        self.apply_replacements_and_removals();
     }
 
-    fn next_cmd_while_running(&mut self, i: usize) -> Option<UnitCmd> {
+    /// Reload's second half: swap in new definitions of units that are now
+    /// down, and drop removed units once down.
+    fn apply_replacements_and_removals(&mut self) {
+        let mut i = 0;
+        let mut changed = false;
+        while i < self.slots.len() {
+            let slot = &self.slots[i];
+            if !slot.is_down() {
+                i += 1;
+                continue;
+            }
+            if slot.want == Want::Remove {
+                tracing::info!("unit {} removed", slot.unit.name);
+                self.slots.remove(i);
+                changed = true;
+                continue;
+            }
+            if self.slots[i].replacement.is_some() {
+                let mut slot = self.slots.remove(i);
+                if let Some(unit) = slot.replacement.take() {
+                    slot.generation += 1;
+                    let keep_stopped = slot.held_by_operator;
+                    self.attach_task(&mut slot, unit);
+                    slot.want = if keep_stopped { Want::Stop } else { Want::Run };
+                    slot.held_by_operator = keep_stopped;
+                    if keep_stopped {
+                        slot.status = UnitStatus::new(State::Stopped, Some("stopped by an operator".into()));
+                        slot.start_sent = true;
+                        slot.stop_sent = true;
+                    }
+                }
+                self.slots.insert(i, slot);
+                changed = true;
+            }
+            i += 1;
+        }
+        if changed {
+            self.relink();
+        }
+    }
+
+    fn next_start(&mut self, i: usize) -> Option<UnitCmd> {
         let slot = &self.slots[i];
         slot.tx.as_ref()?;
+        if slot.replacement.is_some() {
+            return None;
+        }
         // A required unit that failed for good takes this one down too.
         let failed_req = slot
             .unit
             .requires
             .iter()
-            .find(|r| {
-                self.index(r)
-                    .is_some_and(|j| self.slots[j].status.state == State::Failed)
-            })
+            .find(|r| self.index(r).is_some_and(|j| self.slots[j].status.state == State::Failed))
             .cloned();
         if let Some(req) = failed_req {
             let why = format!("required unit {req} failed");
@@ -301,55 +553,263 @@ impl Manager {
                 if !slot.start_sent {
                     tracing::error!("unit {}: not starting: {why}", slot.unit.name);
                     slot.start_sent = true;
-                    let status = UnitStatus::new(State::Failed, Some(why));
-                    self.on_event(UnitEvent { index: i, status });
+                    let ev = UnitEvent { id: slot.id, status: UnitStatus::new(State::Failed, Some(why)) };
+                    self.on_event(ev);
                     return None;
                 }
                 tracing::error!("unit {}: stopping: {why}", slot.unit.name);
                 slot.stop_sent = true;
-                return Some(UnitCmd::Stop {
-                    deadline: Instant::now() + Duration::from_secs(86400 * 365),
-                });
+                return Some(UnitCmd::Stop { deadline: Instant::now() + NO_DEADLINE });
             }
             return None;
         }
         if slot.start_sent {
             return None;
         }
-        let mut waiting: Vec<&str> = Vec::new();
+        let mut waiting: Vec<String> = Vec::new();
         for dep in &slot.unit.requires {
-            let Some(d) = self.index(dep).map(|j| &self.slots[j]) else {
-                continue;
-            };
-            let ok = d.status.state.is_up() || d.status.state == State::Exited;
-            if !ok {
-                waiting.push(dep);
+            let Some(d) = self.index(dep).map(|j| &self.slots[j]) else { continue };
+            if !(d.status.state.is_up() || d.status.state == State::Exited) {
+                waiting.push(describe_wait(dep, d));
             }
         }
         for dep in slot.unit.wants.iter().chain(&slot.unit.after) {
-            let Some(d) = self.index(dep).map(|j| &self.slots[j]) else {
-                continue;
-            };
-            let will_start = d.tx.is_some() && !d.start_sent;
+            let Some(d) = self.index(dep).map(|j| &self.slots[j]) else { continue };
+            let will_start = d.tx.is_some() && d.want == Want::Run && !d.start_sent;
             let ok = d.status.state.is_up()
                 || d.status.state.is_settled()
                 || (d.status.state == State::Inactive && !will_start);
             if !ok {
-                waiting.push(dep);
+                waiting.push(describe_wait(dep, d));
             }
         }
         if waiting.is_empty() {
             return Some(UnitCmd::Start);
         }
-        let why = format!("waiting for {}", waiting.join(", "));
-        let slot = &mut self.slots[i];
-        slot.status.reason = Some(why);
+        self.slots[i].status.reason = Some(format!("waiting for {}", waiting.join(", ")));
         None
     }
 
     fn finished(&self) -> Option<u8> {
         let sd = self.shutdown.as_ref()?;
         self.slots.iter().all(Slot::is_down).then_some(sd.code)
+    }
+
+    fn resolve(&self, names: &[String]) -> Result<Vec<usize>, String> {
+        if names.is_empty() {
+            return Err("name at least one unit".into());
+        }
+        let mut out = Vec::new();
+        for n in names {
+            let Some(i) = self.index(n) else {
+                let known: Vec<&str> = self.slots.iter().map(|s| s.unit.name.as_str()).collect();
+                return Err(format!("unknown unit {n:?} (units: {})", known.join(", ")));
+            };
+            if self.slots[i].tx.is_none() {
+                return Err(format!("unit {n} is {}", self.slots[i].status.reason.as_deref().unwrap_or("disabled")));
+            }
+            out.push(i);
+        }
+        Ok(out)
+    }
+
+    /// `roots` plus everything reachable by `next` edges, as slot indices.
+    fn closure(&self, roots: &[usize], next: impl Fn(usize) -> Vec<usize>) -> BTreeSet<usize> {
+        let mut seen: BTreeSet<usize> = roots.iter().copied().collect();
+        let mut todo: Vec<usize> = roots.to_vec();
+        while let Some(i) = todo.pop() {
+            for j in next(i) {
+                if self.slots[j].tx.is_some() && seen.insert(j) {
+                    todo.push(j);
+                }
+            }
+        }
+        seen
+    }
+
+    fn requirements_of(&self, i: usize) -> Vec<usize> {
+        let u = &self.slots[i].unit;
+        u.requires.iter().chain(&u.wants).filter_map(|d| self.index(d)).collect()
+    }
+
+    fn requirers_of(&self, i: usize) -> Vec<usize> {
+        let name = &self.slots[i].unit.name;
+        self.slots.iter().enumerate().filter(|(_, s)| s.unit.requires.contains(name)).map(|(j, _)| j).collect()
+    }
+
+    fn target(&self, i: usize) -> (u64, u64, u32) {
+        let s = &self.slots[i];
+        (s.id, s.generation, s.status.restarts)
+    }
+
+    fn on_request(&mut self, request: Request, reply: oneshot::Sender<Reply>) {
+        if self.shutdown.is_some() {
+            let _ = reply.send(Err("flowinit is shutting down".into()));
+            return;
+        }
+        type Plan = (Op, Vec<(u64, u64, u32)>, Vec<u64>, &'static str);
+        let plan: Result<Plan, String> = match request {
+            Request::Start(names) => self.resolve(&names).map(|roots| {
+                for i in self.closure(&roots, |i| self.requirements_of(i)) {
+                    self.slots[i].rearm();
+                }
+                let targets = roots.iter().map(|&i| self.target(i)).collect();
+                (Op::Start, targets, Vec::new(), "started")
+            }),
+            Request::Stop(names) => self.resolve(&names).map(|roots| {
+                let set = self.closure(&roots, |i| self.requirers_of(i));
+                for &i in &set {
+                    self.slots[i].want = Want::Stop;
+                    self.slots[i].held_by_operator = true;
+                }
+                let targets = set.iter().map(|&i| self.target(i)).collect();
+                (Op::Stop, targets, Vec::new(), "stopped")
+            }),
+            Request::Restart(names) => self.resolve(&names).map(|roots| {
+                let set = self.closure(&roots, |i| self.requirers_of(i));
+                for &i in &set {
+                    self.slots[i].want = Want::Stop;
+                }
+                let targets = set.iter().map(|&i| self.target(i)).collect();
+                let then_start = set.iter().map(|&i| self.slots[i].id).collect();
+                (Op::Stop, targets, then_start, "restarted")
+            }),
+            Request::Reload => self.reload().map(|(targets, then_start, summary)| {
+                tracing::info!("reload: {summary}");
+                (Op::Stop, targets, then_start, "reloaded")
+            }),
+        };
+        match plan {
+            Ok((op, targets, then_start, verb)) => self.waiters.push(Waiter { op, targets, then_start, verb, reply }),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Validates the units dir again and, if valid, marks the differences:
+    /// removed units to remove, changed units to replace, new units to add.
+    /// Returns the stop targets, the units to start afterwards, a summary.
+    #[allow(clippy::type_complexity)]
+    fn reload(&mut self) -> Result<(Vec<(u64, u64, u32)>, Vec<u64>, String), String> {
+        let ctx = LoadContext::from_process(self.opts.profiles.clone(), false);
+        let set = crate::config::load_dir(&self.opts.units_dir, &ctx)
+            .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+        let (mut added, mut removed, mut changed, mut same) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        let mut targets = Vec::new();
+        let mut then_start = Vec::new();
+        for i in 0..self.slots.len() {
+            let name = self.slots[i].unit.name.clone();
+            match set.units.iter().find(|u| u.name == name) {
+                None => {
+                    removed.push(name);
+                    targets.push(self.target(i));
+                    self.slots[i].want = Want::Remove;
+                }
+                Some(new) if *new == *self.slots[i].unit => same += 1,
+                Some(new) => {
+                    changed.push(name);
+                    targets.push(self.target(i));
+                    let slot = &mut self.slots[i];
+                    slot.replacement = Some(new.clone());
+                    if !slot.held_by_operator {
+                        slot.want = Want::Stop;
+                        then_start.push(slot.id);
+                    }
+                }
+            }
+        }
+        self.set_prefix_width(&set.units);
+        for unit in set.units {
+            if self.index(&unit.name).is_none() {
+                added.push(unit.name.clone());
+                let slot = self.new_slot(unit);
+                then_start.push(slot.id);
+                self.slots.push(slot);
+            }
+        }
+        self.slots.sort_by(|a, b| a.unit.name.cmp(&b.unit.name));
+        self.relink();
+        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        let summary = format!(
+            "added: {}; removed: {}; changed: {}; unchanged: {same}",
+            list(&added),
+            list(&removed),
+            list(&changed)
+        );
+        Ok((targets, then_start, summary))
+    }
+
+    /// Answers the requests whose units got where they were sent. True when
+    /// it re-armed units to start.
+    fn check_waiters(&mut self) -> bool {
+        let mut rearmed = false;
+        let waiters = std::mem::take(&mut self.waiters);
+        for mut w in waiters {
+            match self.waiter_outcome(&w) {
+                None => self.waiters.push(w),
+                Some(Err(e)) => {
+                    let _ = w.reply.send(Err(e));
+                }
+                Some(Ok(())) if w.op == Op::Stop && !w.then_start.is_empty() => {
+                    let ids = std::mem::take(&mut w.then_start);
+                    let idx: Vec<usize> =
+                        ids.iter().filter_map(|id| self.slots.iter().position(|s| s.id == *id)).collect();
+                    for &i in &idx {
+                        self.slots[i].rearm();
+                    }
+                    rearmed = true;
+                    w.op = Op::Start;
+                    w.targets = idx.iter().map(|&i| self.target(i)).collect();
+                    self.waiters.push(w);
+                }
+                Some(Ok(())) => {
+                    let mut names: Vec<String> = w
+                        .targets
+                        .iter()
+                        .filter_map(|(id, _, _)| self.slots.iter().find(|s| s.id == *id).map(|s| s.unit.name.clone()))
+                        .collect();
+                    names.sort();
+                    let msg =
+                        if names.is_empty() { w.verb.to_string() } else { format!("{} {}", w.verb, names.join(", ")) };
+                    let _ = w.reply.send(Ok(msg));
+                }
+            }
+        }
+        rearmed
+    }
+
+    fn waiter_outcome(&self, w: &Waiter) -> Option<Result<(), String>> {
+        let mut errors = Vec::new();
+        for &(id, generation, restarts) in &w.targets {
+            let Some(s) = self.slots.iter().find(|s| s.id == id) else { continue };
+            match w.op {
+                Op::Stop => {
+                    if s.generation == generation && !s.is_down() {
+                        return None;
+                    }
+                }
+                Op::Start => {
+                    let st = &s.status;
+                    if st.state == State::Failed {
+                        errors.push(format!(
+                            "unit {} failed: {}",
+                            s.unit.name,
+                            st.reason.as_deref().unwrap_or("no reason")
+                        ));
+                    } else if st.restarts > restarts && st.state == State::Starting {
+                        errors.push(format!(
+                            "unit {} did not come up: {}",
+                            s.unit.name,
+                            st.reason.as_deref().unwrap_or("it exited")
+                        ));
+                    } else if !(st.state.is_up() || st.state == State::Exited) {
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(if errors.is_empty() { Ok(()) } else { Err(errors.join("\n")) })
     }
 
     /// The budget is spent: SIGKILL whatever is left, name who used it up.
@@ -364,11 +824,7 @@ impl Manager {
         tracing::error!(
             "shutdown budget of {} spent; still stopping: {}; sending SIGKILL to everything left",
             humantime::format_duration(self.opts.shutdown_timeout),
-            if late.is_empty() {
-                "none".to_string()
-            } else {
-                late.join(", ")
-            }
+            if late.is_empty() { "none".to_string() } else { late.join(", ") }
         );
         let now = Instant::now();
         for slot in self.slots.iter().filter(|s| !s.is_down()) {
@@ -385,6 +841,7 @@ impl Manager {
                 _ = sleep_until(grace.into()) => break,
             }
         }
+        self.publish();
         code
     }
 
@@ -395,11 +852,7 @@ impl Manager {
         if tree::descendants().is_empty() {
             return;
         }
-        let until = self
-            .shutdown
-            .as_ref()
-            .map_or(Instant::now(), |s| s.deadline)
-            .min(Instant::now() + LEFTOVER_GRACE);
+        let until = self.shutdown.as_ref().map_or(Instant::now(), |s| s.deadline).min(Instant::now() + LEFTOVER_GRACE);
         let n = kill_descendants(Signal::TERM);
         tracing::info!("sent SIGTERM to {n} leftover process(es)");
         let mut pause = Duration::from_millis(2);
@@ -417,49 +870,45 @@ impl Manager {
     }
 }
 
+fn describe_wait(name: &str, dep: &Slot) -> String {
+    match dep.status.state {
+        State::Stopped if dep.held_by_operator => format!("{name} (stopped by an operator)"),
+        _ => name.to_string(),
+    }
+}
+
 fn kill_descendants(sig: Signal) -> usize {
-    tree::descendants()
-        .into_iter()
-        .filter(|p| matches!(p.signal(sig), Ok(true)))
-        .count()
+    tree::descendants().into_iter().filter(|p| matches!(p.signal(sig), Ok(true))).count()
 }
 
 fn open_log_file(
     unit: &Unit,
-) -> Option<(
-    tracing_appender::non_blocking::NonBlocking,
-    tracing_appender::non_blocking::WorkerGuard,
-)> {
+) -> Option<(tracing_appender::non_blocking::NonBlocking, tracing_appender::non_blocking::WorkerGuard)> {
     use crate::config::unit::Rotation;
     use tracing_appender::rolling::{RollingFileAppender, Rotation as R};
     let path = unit.log.file.as_ref()?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let name = path.file_name()?.to_string_lossy().into_owned();
     let rotation = match unit.log.rotate {
         Rotation::Never => R::NEVER,
         Rotation::Hourly => R::HOURLY,
         Rotation::Daily => R::DAILY,
     };
-    match RollingFileAppender::builder()
+    let built = RollingFileAppender::builder()
         .rotation(rotation)
         .filename_prefix(name)
-        .build(dir)
-    {
-        Ok(appender) => Some(
-            tracing_appender::non_blocking::NonBlockingBuilder::default()
-                .lossy(false)
-                .finish(appender),
-        ),
+        .max_log_files(LOG_FILES_KEPT)
+        .build(dir);
+    match built {
+        Ok(appender) => {
+            Some(tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(appender))
+        }
         Err(e) => {
-            tracing::error!(
-                "unit {}: cannot open log file {}: {e}; logging to stdout only",
-                unit.name,
-                path.display()
-            );
+            tracing::error!("unit {}: cannot open log file {}: {e}; logging to stdout only", unit.name, path.display());
             None
         }
     }
 }
+
+/// Rotated files kept per unit (the current one included).
+const LOG_FILES_KEPT: usize = 7;

@@ -9,10 +9,16 @@ pub mod unit_task;
 use crate::config::UnitSet;
 use crate::logs::LogSink;
 use crate::process::Reaper;
-use std::time::Duration;
 
 /// Supervises `set` until shutdown; returns the exit code (0 or 1).
-pub async fn run(set: UnitSet, shutdown_timeout: Duration, sink: LogSink) -> u8 {
+/// `serve` gets the control handle and the snapshot feed once the manager
+/// exists (the control socket), before any unit starts.
+pub async fn run(
+    set: UnitSet,
+    opts: manager::Options,
+    sink: LogSink,
+    serve: impl FnOnce(manager::Handle, tokio::sync::watch::Receiver<manager::Snapshot>),
+) -> u8 {
     let reaper = match Reaper::start() {
         Ok(r) => r,
         Err(e) => {
@@ -20,11 +26,9 @@ pub async fn run(set: UnitSet, shutdown_timeout: Duration, sink: LogSink) -> u8 
             return 1;
         }
     };
-    let (active, total) = (
-        set.units.iter().filter(|u| u.enabled).count(),
-        set.units.len(),
-    );
-    let manager = manager::Manager::new(set, manager::Options { shutdown_timeout }, &reaper, &sink);
+    let (active, total) = (set.units.iter().filter(|u| u.enabled).count(), set.units.len());
+    let (manager, handle, snapshot) = manager::Manager::new(set, opts, &reaper, &sink);
+    serve(handle, snapshot);
     tracing::info!("starting {active} of {total} units");
     manager.run().await
 }

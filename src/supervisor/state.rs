@@ -41,10 +41,7 @@ impl State {
 
     /// No process and none coming by itself.
     pub fn is_settled(self) -> bool {
-        matches!(
-            self,
-            State::Exited | State::Failed | State::Stopped | State::Disabled
-        )
+        matches!(self, State::Exited | State::Failed | State::Stopped | State::Disabled)
     }
 }
 
@@ -101,11 +98,7 @@ mod tests {
             (Oneshot, OnFailure, killed, Restart),
         ];
         for (kind, policy, term, want) in table {
-            assert_eq!(
-                after_exit(kind, policy, term),
-                want,
-                "{kind:?} {policy:?} {term}"
-            );
+            assert_eq!(after_exit(kind, policy, term), want, "{kind:?} {policy:?} {term}");
         }
     }
 }

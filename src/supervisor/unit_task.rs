@@ -70,12 +70,12 @@ impl UnitStatus {
 }
 
 pub struct UnitEvent {
-    pub index: usize,
+    pub id: u64,
     pub status: UnitStatus,
 }
 
 pub struct UnitTask {
-    pub index: usize,
+    pub id: u64,
     pub service: Arc<Service>,
     pub log: UnitLog,
     pub reaper: Reaper,
@@ -97,19 +97,14 @@ enum Outcome {
 impl UnitTask {
     pub async fn run(mut self) {
         let mut status = UnitStatus::new(State::Inactive, None);
-        let mut limit = StartLimit::new(
-            self.service.start_limit_burst,
-            self.service.start_limit_interval,
-        );
+        let mut limit = StartLimit::new(self.service.start_limit_burst, self.service.start_limit_interval);
         while let Some(cmd) = self.cmds.recv().await {
             match cmd {
                 UnitCmd::Start => {
                     limit.reset();
                     self.run_until_settled(&mut status, &mut limit).await;
                 }
-                UnitCmd::Stop { .. }
-                    if status.state != State::Stopped && !status.state.is_settled() =>
-                {
+                UnitCmd::Stop { .. } if status.state != State::Stopped && !status.state.is_settled() => {
                     self.report(&mut status, State::Stopped, None, None).await;
                 }
                 UnitCmd::Stop { .. } | UnitCmd::Hurry { .. } => {}
@@ -121,26 +116,14 @@ impl UnitTask {
         &self.log.name
     }
 
-    async fn report(
-        &self,
-        status: &mut UnitStatus,
-        state: State,
-        pid: Option<Pid>,
-        reason: Option<String>,
-    ) {
+    async fn report(&self, status: &mut UnitStatus, state: State, pid: Option<Pid>, reason: Option<String>) {
         if status.state != state {
             status.since = SystemTime::now();
         }
         status.state = state;
         status.pid = pid;
         status.reason = reason;
-        let _ = self
-            .events
-            .send(UnitEvent {
-                index: self.index,
-                status: status.clone(),
-            })
-            .await;
+        let _ = self.events.send(UnitEvent { id: self.id, status: status.clone() }).await;
     }
 
     /// Starts the unit and keeps it running per its restart policy until it
@@ -164,10 +147,7 @@ impl UnitTask {
             if !limit.try_start(Instant::now()) {
                 let why = format!(
                     "{}start limit reached ({} starts within {})",
-                    status
-                        .last_exit
-                        .map(|t| format!("{t}; "))
-                        .unwrap_or_default(),
+                    status.last_exit.map(|t| format!("{t}; ")).unwrap_or_default(),
                     svc.start_limit_burst,
                     humantime::format_duration(svc.start_limit_interval)
                 );
@@ -183,6 +163,10 @@ impl UnitTask {
                 Err(e) => {
                     let why = format!("failed to start {}: {e}", svc.program.display());
                     tracing::error!("unit {}: {why}", self.name());
+                    if svc.restart == crate::config::unit::RestartPolicy::No {
+                        self.report(status, State::Failed, None, Some(why)).await;
+                        return;
+                    }
                     failures += 1;
                     if !self.backoff(status, failures, why).await {
                         return;
@@ -202,24 +186,19 @@ impl UnitTask {
             self.report(status, up_state, Some(pid), None).await;
             let up_since = Instant::now();
             let mut exit = child.exit;
-            let term = match self
-                .supervise(status, pid, &mut exit, notify.as_ref())
-                .await
-            {
+            let term = match self.supervise(status, pid, &mut exit, notify.as_ref()).await {
                 Outcome::Exited(t) => t,
                 Outcome::StopRequested(deadline) => {
                     self.stop(status, pid, exit, deadline).await;
                     return;
                 }
                 Outcome::ManagerGone => {
-                    self.stop(status, pid, exit, Instant::now() + svc.stop_timeout)
-                        .await;
+                    self.stop(status, pid, exit, Instant::now() + svc.stop_timeout).await;
                     return;
                 }
                 Outcome::Unhealthy(why) => {
                     tracing::error!("unit {}: {why}; stopping it", self.name());
-                    self.report(status, State::Stopping, Some(pid), Some(why.clone()))
-                        .await;
+                    self.report(status, State::Stopping, Some(pid), Some(why.clone())).await;
                     let far = Instant::now() + Duration::from_secs(86400);
                     let (term, _) = self.terminate(pid, exit, far).await;
                     status.last_exit = term;
@@ -243,17 +222,12 @@ impl UnitTask {
             match after_exit(svc.kind, svc.restart, term) {
                 AfterExit::Done => {
                     tracing::info!("unit {} {term}", self.name());
-                    self.report(status, State::Exited, None, Some(term.to_string()))
-                        .await;
+                    self.report(status, State::Exited, None, Some(term.to_string())).await;
                     return;
                 }
                 AfterExit::Fail => {
-                    tracing::error!(
-                        "unit {} {term}; failed for good (restart = \"no\")",
-                        self.name()
-                    );
-                    self.report(status, State::Failed, None, Some(term.to_string()))
-                        .await;
+                    tracing::error!("unit {} {term}; failed for good (restart = \"no\")", self.name());
+                    self.report(status, State::Failed, None, Some(term.to_string())).await;
                     return;
                 }
                 AfterExit::Restart => {
@@ -276,13 +250,7 @@ impl UnitTask {
         let shown = humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
         tracing::warn!("unit {} {why}, restarting in {shown}", self.name());
         status.restarts += 1;
-        self.report(
-            status,
-            State::Starting,
-            None,
-            Some(format!("{why}, restarting in {shown}")),
-        )
-        .await;
+        self.report(status, State::Starting, None, Some(format!("{why}, restarting in {shown}"))).await;
         let until = Instant::now() + delay;
         loop {
             tokio::select! {
@@ -309,30 +277,16 @@ impl UnitTask {
         notify: Option<&NotifySocket>,
     ) -> Outcome {
         let svc = self.service.clone();
-        let exec = probe::ExecContext {
-            reaper: self.reaper.clone(),
-            service: svc.clone(),
-        };
+        let exec = probe::ExecContext { reaper: self.reaper.clone(), service: svc.clone() };
         let mut ready = !svc.waits_for_ready();
-        let start_timeout = svc
+        let start_timeout = svc.readiness.as_ref().map_or(svc.notify_timeout, |r| r.start_timeout);
+        let start_deadline = Instant::now() + start_timeout;
+        let mut readiness = svc
             .readiness
             .as_ref()
-            .map_or(svc.notify_timeout, |r| r.start_timeout);
-        let start_deadline = Instant::now() + start_timeout;
-        let mut readiness = svc.readiness.as_ref().map(|r| {
-            probe::start(
-                r.kind.clone(),
-                r.interval,
-                r.timeout,
-                exec.clone(),
-                self.log.ready_match.clone(),
-            )
-        });
-        let start_liveness = || {
-            svc.liveness
-                .as_ref()
-                .map(|l| probe::start(l.kind.clone(), l.interval, l.timeout, exec.clone(), None))
-        };
+            .map(|r| probe::start(r.kind.clone(), r.interval, r.timeout, exec.clone(), self.log.ready_match.clone()));
+        let start_liveness =
+            || svc.liveness.as_ref().map(|l| probe::start(l.kind.clone(), l.interval, l.timeout, exec.clone(), None));
         let mut liveness = if ready { start_liveness() } else { None };
         let mut live_failures = 0u32;
         let pgrp = pid.raw();
@@ -425,10 +379,7 @@ impl UnitTask {
         }
         if let Some(dir) = &svc.working_dir {
             if !dir.is_dir() {
-                return Err(std::io::Error::other(format!(
-                    "working_dir {} is not a directory",
-                    dir.display()
-                )));
+                return Err(std::io::Error::other(format!("working_dir {} is not a directory", dir.display())));
             }
         }
         let (out_r, out_w) = std::io::pipe()?;
@@ -438,29 +389,13 @@ impl UnitTask {
             argv: svc.argv.iter().map(OsString::from).collect(),
             env: Some(env),
             working_dir: svc.working_dir.clone(),
-            credentials: svc
-                .credentials
-                .as_ref()
-                .map(|c| (c.uid, c.gid, c.groups.clone())),
+            credentials: svc.credentials.as_ref().map(|c| (c.uid, c.gid, c.groups.clone())),
             isolation: Isolation::Session,
-            stdio: Stdio3::Piped {
-                stdout: out_w.into(),
-                stderr: err_w.into(),
-            },
+            stdio: Stdio3::Piped { stdout: out_w.into(), stderr: err_w.into() },
         };
         let child = self.reaper.spawn(spec)?;
-        tokio::spawn(forward(
-            out_r.into(),
-            Stream::Stdout,
-            self.log.clone(),
-            self.sink.clone(),
-        ));
-        tokio::spawn(forward(
-            err_r.into(),
-            Stream::Stderr,
-            self.log.clone(),
-            self.sink.clone(),
-        ));
+        tokio::spawn(forward(out_r.into(), Stream::Stdout, self.log.clone(), self.sink.clone()));
+        tokio::spawn(forward(err_r.into(), Stream::Stderr, self.log.clone(), self.sink.clone()));
         Ok(child)
     }
 
@@ -477,9 +412,7 @@ impl UnitTask {
             tracing::debug!("unit {name}: signalling leftovers of process group {pgid}");
             let _ = pgid.signal(sig);
             if !wait_group_gone(pgid, Instant::now() + timeout).await {
-                tracing::warn!(
-                    "unit {name}: leftovers of process group {pgid} ignored {sig}; sending SIGKILL"
-                );
+                tracing::warn!("unit {name}: leftovers of process group {pgid} ignored {sig}; sending SIGKILL");
                 let _ = pgid.signal(Signal::KILL);
             }
         });
@@ -494,15 +427,10 @@ impl UnitTask {
         deadline: Instant,
     ) {
         let sig = self.service.stop_signal;
-        tracing::info!(
-            "unit {}: stopping (sending {sig} to process group {pid})",
-            self.name()
-        );
+        tracing::info!("unit {}: stopping (sending {sig} to process group {pid})", self.name());
         self.report(status, State::Stopping, Some(pid), None).await;
         let (term, reason) = self.terminate(pid, exit, deadline).await;
-        status.killed_at_deadline = reason
-            .as_deref()
-            .is_some_and(|r| r.contains(BUDGET_RAN_OUT));
+        status.killed_at_deadline = reason.as_deref().is_some_and(|r| r.contains(BUDGET_RAN_OUT));
         if term.is_some() {
             status.last_exit = term;
         }
@@ -523,10 +451,7 @@ impl UnitTask {
         let svc = self.service.clone();
         let pgid = Pgid::of_leader(pid);
         if let Err(e) = pgid.signal(svc.stop_signal) {
-            tracing::warn!(
-                "unit {}: cannot signal process group {pgid}: {e}",
-                self.name()
-            );
+            tracing::warn!("unit {}: cannot signal process group {pgid}: {e}", self.name());
         }
         let own_limit = Instant::now() + svc.stop_timeout;
         let mut kill_at = own_limit.min(deadline);
@@ -549,25 +474,16 @@ impl UnitTask {
             let why = if kill_at < own_limit {
                 BUDGET_RAN_OUT.to_string()
             } else {
-                format!(
-                    "stop_timeout {} passed",
-                    humantime::format_duration(svc.stop_timeout)
-                )
+                format!("stop_timeout {} passed", humantime::format_duration(svc.stop_timeout))
             };
-            tracing::warn!(
-                "unit {}: sending SIGKILL to process group {pgid}: {why}",
-                self.name()
-            );
+            tracing::warn!("unit {}: sending SIGKILL to process group {pgid}: {why}", self.name());
             let _ = pgid.signal(Signal::KILL);
             reason = Some(format!("killed with SIGKILL: {why}"));
             if term.is_none() {
                 match tokio::time::timeout(Duration::from_secs(5), exit).await {
                     Ok(t) => term = Some(t.ok()),
                     Err(_) => {
-                        tracing::error!(
-                            "unit {}: pid {pid} did not die after SIGKILL",
-                            self.name()
-                        );
+                        tracing::error!("unit {}: pid {pid} did not die after SIGKILL", self.name());
                         reason = Some(format!("pid {pid} did not die after SIGKILL"));
                     }
                 }

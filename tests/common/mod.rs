@@ -74,6 +74,17 @@ pub struct Flowinit {
     pub out: PathBuf,
     pub err: PathBuf,
     status: Option<ExitStatus>,
+    pub socket: PathBuf,
+}
+
+#[allow(clippy::disallowed_methods)]
+pub fn ctl_at(socket: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).arg("--socket").arg(socket).stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[derive(Default)]
@@ -92,10 +103,13 @@ impl Flowinit {
         let out = dir.file("flowinit.out");
         let err = dir.file("flowinit.err");
         let units = dir.units();
+        let socket = dir.file("ctl.sock");
         let mut argv: Vec<String> = vec![
             "up".into(),
             "--units".into(),
             units.to_string_lossy().into(),
+            "--socket".into(),
+            socket.to_string_lossy().into(),
         ];
         argv.extend(opts.args.iter().map(|s| s.to_string()));
         let mut cmd = if opts.pid1 {
@@ -132,20 +146,29 @@ impl Flowinit {
         let outer = child.id() as i32;
         let pid = if opts.pid1 {
             wait_for("flowinit inside unshare", Duration::from_secs(10), || {
-                let kids =
-                    fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")).ok()?;
+                let kids = fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")).ok()?;
                 kids.split_whitespace().next()?.parse().ok()
             })
         } else {
             outer
         };
-        Flowinit {
-            child,
-            pid,
-            out,
-            err,
-            status: None,
-        }
+        Flowinit { child, pid, out, err, status: None, socket }
+    }
+
+    /// Runs `flowinit ARGS --socket <this daemon's socket>`; returns
+    /// (exit code, stdout, stderr).
+    pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        ctl_at(&self.socket, args)
+    }
+
+    /// Waits until `flowinit status --json` shows `unit` in `state`.
+    pub fn wait_state(&self, unit: &str, state: &str) -> serde_json::Value {
+        wait_for(&format!("unit {unit} {state}"), Duration::from_secs(30), || {
+            let (_, out, _) = self.ctl(&["status", "--json"]);
+            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+            let u = v["units"].as_array()?.iter().find(|u| u["name"] == unit)?.clone();
+            (u["state"] == state).then_some(u)
+        })
     }
 
     pub fn stdout(&self) -> String {
@@ -164,9 +187,7 @@ impl Flowinit {
 
     /// Waits until flowinit's stderr contains `needle`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
-        wait_for(&format!("{needle:?} in flowinit's stderr"), timeout, || {
-            self.stderr().contains(needle).then_some(())
-        });
+        wait_for(&format!("{needle:?} in flowinit's stderr"), timeout, || self.stderr().contains(needle).then_some(()));
     }
 
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
@@ -195,10 +216,17 @@ impl Flowinit {
 impl Drop for Flowinit {
     fn drop(&mut self) {
         if self.try_exit().is_none() {
+            // A failed test must not leak services: freeze flowinit, kill
+            // everything below it, then flowinit itself (all by pid).
+            let mut victims = descendants(self.pid);
+            victims.push(self.pid);
+            victims.push(self.child.id() as i32);
             // SAFETY: kill(2) by pid of processes we spawned ourselves.
             unsafe {
-                libc::kill(self.pid, libc::SIGKILL);
-                libc::kill(self.child.id() as i32, libc::SIGKILL);
+                libc::kill(self.pid, libc::SIGSTOP);
+                for p in descendants(self.pid).into_iter().chain(victims) {
+                    libc::kill(p, libc::SIGKILL);
+                }
             }
             #[allow(clippy::disallowed_methods)]
             let _ = self.child.wait();
@@ -208,21 +236,39 @@ impl Drop for Flowinit {
 
 pub fn pid_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !matches!(
-            stat.rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().next()),
-            Some("Z") | Some("X")
-        ),
+        Ok(stat) => {
+            !matches!(stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()), Some("Z") | Some("X"))
+        }
         Err(_) => false,
     }
 }
 
 pub fn read_pid(dir: &TempDir, name: &str) -> i32 {
-    wait_for(&format!("pid file {name}"), Duration::from_secs(10), || {
-        dir.read(name).trim().parse().ok()
-    })
+    wait_for(&format!("pid file {name}"), Duration::from_secs(10), || dir.read(name).trim().parse().ok())
 }
 
 pub fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every live descendant of `root`, found through /proc.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut children: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(ppid) = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok()) else {
+            continue;
+        };
+        children.entry(ppid).or_default().push(pid);
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+            out.push(c);
+            todo.push(c);
+        }
+    }
+    out
 }

@@ -1,0 +1,152 @@
+//! The wire format. One request line from the client, one or more response
+//! lines from the daemon, each a JSON object carrying the protocol version.
+//! Field names here are a public contract (`status --json` prints
+//! [`StatusReport`] as is): add fields, never rename them.
+
+use serde::{Deserialize, Serialize};
+
+pub const VERSION: u32 = 1;
+/// Longest request line accepted.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub v: u32,
+    pub request: Request,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    Status {
+        #[serde(default)]
+        units: Vec<String>,
+    },
+    Logs {
+        #[serde(default)]
+        units: Vec<String>,
+        lines: usize,
+        #[serde(default)]
+        follow: bool,
+    },
+    Start {
+        units: Vec<String>,
+    },
+    Stop {
+        units: Vec<String>,
+    },
+    Restart {
+        units: Vec<String>,
+    },
+    Reload {},
+}
+
+/// One response line. Exactly one of the payload fields is set, or `error`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub v: u32,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogLineReport>,
+    /// Marks the end of a `logs` answer without `follow`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub end: bool,
+}
+
+impl Response {
+    pub fn error(e: impl Into<String>) -> Response {
+        Response { v: VERSION, ok: false, error: Some(e.into()), ..Response::default() }
+    }
+    pub fn message(m: impl Into<String>) -> Response {
+        Response { v: VERSION, ok: true, message: Some(m.into()), ..Response::default() }
+    }
+}
+
+/// `flowinit status --json` prints this object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub units: Vec<UnitReport>,
+    #[serde(default)]
+    pub shutting_down: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UnitReport {
+    pub name: String,
+    pub state: String,
+    pub pid: Option<i32>,
+    pub ready: bool,
+    pub restarts: u32,
+    /// RFC 3339: when the unit entered its state.
+    pub since: String,
+    pub reason: Option<String>,
+    pub description: Option<String>,
+    /// simple | oneshot | notify | null for disabled units
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub critical: bool,
+    /// Counted by the health check (not disabled, not stopped by an operator).
+    pub active: bool,
+    pub profiles: Vec<String>,
+    pub requires: Vec<String>,
+    pub wants: Vec<String>,
+    pub after: Vec<String>,
+    pub command: Vec<String>,
+    pub user: Option<String>,
+    pub last_exit: Option<String>,
+    pub readiness: Option<String>,
+    pub liveness: Option<String>,
+    pub probe_error: Option<String>,
+    pub probe_ok_at: Option<String>,
+    pub status_text: Option<String>,
+    pub main_pid: Option<i32>,
+    /// Only when units were named: their last log lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<LogLineReport>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLineReport {
+    pub ts: String,
+    pub unit: String,
+    pub stream: String,
+    pub msg: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let reqs = [
+            Request::Status { units: vec!["a".into()] },
+            Request::Logs { units: vec![], lines: 10, follow: true },
+            Request::Start { units: vec!["a".into(), "b".into()] },
+            Request::Reload {},
+        ];
+        for r in reqs {
+            let line = serde_json::to_string(&Envelope { v: VERSION, request: r.clone() }).unwrap();
+            let back: Envelope = serde_json::from_str(&line).unwrap();
+            assert_eq!(back.request, r, "{line}");
+        }
+        assert_eq!(
+            serde_json::to_string(&Envelope { v: 1, request: Request::Reload {} }).unwrap(),
+            r#"{"v":1,"request":{"cmd":"reload"}}"#
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_commands_and_fields() {
+        for bad in [r#"{"v":1,"request":{"cmd":"explode"}}"#, r#"{"v":1,"request":{"cmd":"reload","x":1}}"#, r#"[]"#] {
+            assert!(serde_json::from_str::<Envelope>(bad).is_err(), "{bad}");
+        }
+    }
+}

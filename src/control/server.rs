@@ -1,0 +1,316 @@
+//! The daemon side of the control socket. Bound before any unit starts
+//! (mode 0600; a stale socket from a crashed run is replaced, a live one
+//! refused). Each connection sends one request line, bounded in size and
+//! time; status and logs are answered from the published snapshot, actions
+//! go through the manager's handle and are answered once done. A bad
+//! request gets an error line and never disturbs the daemon. Env values are
+//! never part of any answer.
+
+use super::protocol::{Envelope, LogLineReport, Request, Response, StatusReport, UnitReport, MAX_REQUEST, VERSION};
+use crate::config::unit::ServiceKind;
+use crate::logs::ring::LogLine;
+use crate::logs::sink::timestamp;
+use crate::supervisor::manager::{self, Handle, Snapshot, UnitView};
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+/// How long a client may take to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Log lines shown with `status UNIT`.
+const STATUS_LOG_LINES: usize = 10;
+
+/// A bound control socket; the file is removed when this is dropped.
+pub struct Bound {
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds the socket, owner-only. Fails if another daemon answers on it.
+pub fn bind(path: &Path) -> Result<Bound, String> {
+    let shown = path.display();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(format!(
+                "control socket path {shown} exists and is not a socket; remove it or choose another --socket"
+            ));
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(format!("another flowinit is already running on {shown} (its control socket answers)"))
+            }
+            Err(_) => {
+                std::fs::remove_file(path).map_err(|e| format!("cannot remove stale control socket {shown}: {e}"))?;
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot inspect control socket path {shown}: {e}")),
+    }
+    // Owner-only from the first instant: no window in which others could
+    // connect before a chmod.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound.map_err(|e| format!("cannot bind control socket {shown}: {e}"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot chmod control socket {shown}: {e}"))?;
+    listener.set_nonblocking(true).map_err(|e| format!("control socket {shown}: {e}"))?;
+    Ok(Bound { listener, path: path.to_path_buf() })
+}
+
+/// Starts answering on `bound` (inside the runtime). Runs until flowinit
+/// exits; the returned guard removes the socket file.
+pub fn serve(bound: Bound, handle: Handle, snapshot: watch::Receiver<Snapshot>) -> Option<BoundGuard> {
+    let listener = match bound.listener.try_clone().and_then(UnixListener::from_std) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("control socket {}: {e}; flowinit status will not answer", bound.path.display());
+            return None;
+        }
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("control socket accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (handle, snapshot) = (handle.clone(), snapshot.clone());
+            tokio::spawn(async move {
+                if let Err(e) = connection(stream, me, handle, snapshot).await {
+                    tracing::debug!("control connection: {e}");
+                }
+            });
+        }
+    });
+    Some(BoundGuard(bound))
+}
+
+/// Keeps the socket file until flowinit exits.
+pub struct BoundGuard(#[allow(dead_code)] Bound);
+
+async fn write(stream: &mut UnixStream, r: &Response) -> io::Result<()> {
+    let mut line = serde_json::to_vec(r).map_err(io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line).await
+}
+
+async fn connection(
+    mut stream: UnixStream,
+    me: u32,
+    handle: Handle,
+    snapshot: watch::Receiver<Snapshot>,
+) -> io::Result<()> {
+    let peer = stream.peer_cred()?.uid();
+    if peer != 0 && peer != me {
+        return write(&mut stream, &Response::error(format!("permission denied: uid {peer} may not control flowinit")))
+            .await;
+    }
+    let mut line = Vec::new();
+    let read = {
+        let mut reader = BufReader::new(&mut stream).take(MAX_REQUEST as u64 + 1);
+        tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await
+    };
+    let request = match read {
+        Err(_) => return write(&mut stream, &Response::error("timed out waiting for the request line")).await,
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(_)) if line.len() > MAX_REQUEST => {
+            return write(&mut stream, &Response::error(format!("request too large (limit {MAX_REQUEST} bytes)"))).await
+        }
+        Ok(Ok(_)) => match serde_json::from_slice::<Envelope>(&line) {
+            Ok(env) if env.v != VERSION => {
+                return write(
+                    &mut stream,
+                    &Response::error(format!(
+                        "unsupported protocol version {} (this flowinit speaks {VERSION})",
+                        env.v
+                    )),
+                )
+                .await
+            }
+            Ok(env) => env.request,
+            Err(e) => return write(&mut stream, &Response::error(format!("malformed request: {e}"))).await,
+        },
+    };
+    match request {
+        Request::Status { units } => {
+            let snap = snapshot.borrow().clone();
+            let r = match select(&snap, &units) {
+                Ok(views) => {
+                    let n = if units.is_empty() { 0 } else { STATUS_LOG_LINES };
+                    let units = views.iter().map(|v| report(v, n)).collect();
+                    Response {
+                        v: VERSION,
+                        ok: true,
+                        status: Some(StatusReport { units, shutting_down: snap.shutting_down }),
+                        ..Response::default()
+                    }
+                }
+                Err(e) => Response::error(e),
+            };
+            write(&mut stream, &r).await
+        }
+        Request::Logs { units, lines, follow } => logs(&mut stream, snapshot, &units, lines, follow).await,
+        Request::Start { units } => act(&mut stream, &handle, manager::Request::Start(units)).await,
+        Request::Stop { units } => act(&mut stream, &handle, manager::Request::Stop(units)).await,
+        Request::Restart { units } => act(&mut stream, &handle, manager::Request::Restart(units)).await,
+        Request::Reload {} => act(&mut stream, &handle, manager::Request::Reload).await,
+    }
+}
+
+async fn act(stream: &mut UnixStream, handle: &Handle, req: manager::Request) -> io::Result<()> {
+    let r = match handle.call(req).await {
+        Ok(m) => Response::message(m),
+        Err(e) => Response::error(e),
+    };
+    write(stream, &r).await
+}
+
+fn select<'a>(snap: &'a Snapshot, names: &[String]) -> Result<Vec<&'a UnitView>, String> {
+    if names.is_empty() {
+        return Ok(snap.units.iter().collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            snap.units.iter().find(|v| v.unit.name == *n).ok_or_else(|| {
+                let known: Vec<&str> = snap.units.iter().map(|v| v.unit.name.as_str()).collect();
+                format!("unknown unit {n:?} (units: {})", known.join(", "))
+            })
+        })
+        .collect()
+}
+
+fn line_report(unit: &str, l: &LogLine) -> LogLineReport {
+    LogLineReport { ts: timestamp(l.ts), unit: unit.to_string(), stream: l.stream.as_str().into(), msg: l.text.clone() }
+}
+
+/// A unit as reported by `status`: state and configuration, never env values.
+pub fn report(v: &UnitView, log_lines: usize) -> UnitReport {
+    let u = &v.unit;
+    let s = &v.status;
+    let svc = u.service.as_ref();
+    let rfc = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    UnitReport {
+        name: u.name.clone(),
+        state: s.state.as_str().into(),
+        pid: s.pid.map(|p| p.raw()),
+        ready: s.state.is_up(),
+        restarts: s.restarts,
+        since: rfc(s.since),
+        reason: s.reason.clone(),
+        description: u.description.clone(),
+        kind: svc.map(|s| match s.kind {
+            ServiceKind::Simple => "simple".into(),
+            ServiceKind::Oneshot => "oneshot".into(),
+            ServiceKind::Notify => "notify".into(),
+        }),
+        critical: u.critical,
+        active: v.is_active(),
+        profiles: u.profiles.clone(),
+        requires: u.requires.clone(),
+        wants: u.wants.clone(),
+        after: u.after.clone(),
+        command: svc.map(|s| s.argv.clone()).unwrap_or_default(),
+        user: svc
+            .and_then(|s| s.credentials.as_ref())
+            .map(|c| c.user_name.clone().unwrap_or_else(|| c.uid.to_string())),
+        last_exit: s.last_exit.map(|t| t.to_string()),
+        readiness: svc.and_then(|s| s.readiness.as_ref()).map(|r| r.kind.to_string()),
+        liveness: svc.and_then(|s| s.liveness.as_ref()).map(|r| r.kind.to_string()),
+        probe_error: s.probe_error.clone(),
+        probe_ok_at: s.probe_ok_at.map(rfc),
+        status_text: s.status_text.clone(),
+        main_pid: s.main_pid.map(|p| p.raw()),
+        log: v
+            .ring
+            .as_ref()
+            .map(|r| r.tail(log_lines).iter().map(|l| line_report(&u.name, l)).collect())
+            .unwrap_or_default(),
+    }
+}
+
+async fn logs(
+    stream: &mut UnixStream,
+    snapshot: watch::Receiver<Snapshot>,
+    names: &[String],
+    lines: usize,
+    follow: bool,
+) -> io::Result<()> {
+    let snap = snapshot.borrow().clone();
+    let views = match select(&snap, names) {
+        Ok(v) => v,
+        Err(e) => return write(stream, &Response::error(e)).await,
+    };
+    let rings: Vec<(String, std::sync::Arc<crate::logs::RingLog>)> =
+        views.iter().filter_map(|v| v.ring.clone().map(|r| (v.unit.name.clone(), r))).collect();
+    let mut recent: Vec<(u64, LogLineReport)> = rings
+        .iter()
+        .flat_map(|(name, ring)| {
+            ring.tail_with_seq(lines).into_iter().map(move |(seq, l)| (seq, line_report(name, &l)))
+        })
+        .collect();
+    recent.sort_by(|a, b| a.1.ts.cmp(&b.1.ts).then(a.0.cmp(&b.0)));
+    let skip = recent.len().saturating_sub(lines);
+    for (_, l) in recent.into_iter().skip(skip) {
+        write(stream, &Response { v: VERSION, ok: true, log: Some(l), ..Response::default() }).await?;
+    }
+    if !follow {
+        return write(stream, &Response { v: VERSION, ok: true, end: true, ..Response::default() }).await;
+    }
+    let mut seen: Vec<u64> = rings.iter().map(|(_, r)| r.last_seq()).collect();
+    let mut feeds: Vec<watch::Receiver<u64>> = rings.iter().map(|(_, r)| r.subscribe()).collect();
+    let (mut rd, mut wr) = stream.split();
+    let mut probe = [0u8; 1];
+    loop {
+        tokio::select! {
+            _ = any_changed(&mut feeds) => {}
+            // The client hung up.
+            n = rd.read(&mut probe) => if matches!(n, Ok(0) | Err(_)) { return Ok(()) },
+        }
+        for (i, (name, ring)) in rings.iter().enumerate() {
+            for (seq, l) in ring.since(seen[i]) {
+                seen[i] = seq;
+                let r = Response { v: VERSION, ok: true, log: Some(line_report(name, &l)), ..Response::default() };
+                let mut line = serde_json::to_vec(&r).map_err(io::Error::other)?;
+                line.push(b'\n');
+                wr.write_all(&line).await?;
+            }
+        }
+    }
+}
+
+/// Resolves when any of the feeds has a new line (or all are closed).
+async fn any_changed(feeds: &mut [watch::Receiver<u64>]) {
+    if feeds.is_empty() {
+        return std::future::pending().await;
+    }
+    let mut futs: Vec<_> = feeds.iter_mut().map(|f| Box::pin(f.changed())).collect();
+    std::future::poll_fn(move |cx| {
+        for f in futs.iter_mut() {
+            if f.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
