@@ -8,6 +8,7 @@ mod graph;
 mod logs;
 mod probe;
 mod process;
+mod router;
 mod single;
 mod supervisor;
 
@@ -94,12 +95,29 @@ fn up(args: UpArgs) -> u8 {
             return 2;
         }
     };
+    // Router ports are taken before anything starts: a busy port is a
+    // start-up error, not a unit that fails later.
+    let mut listeners = std::collections::HashMap::new();
+    for unit in set.units.iter().filter(|u| u.enabled) {
+        let Some(spec) = &unit.router else { continue };
+        let bound = std::net::TcpListener::bind(spec.listen).and_then(|l| l.set_nonblocking(true).map(|()| l));
+        match bound {
+            Ok(l) => {
+                listeners.insert(unit.name.clone(), l);
+            }
+            Err(e) => {
+                eprintln!("{}: unit {}: cannot listen on {}: {e}", unit.file.display(), unit.name, spec.listen);
+                return 2;
+            }
+        }
+    }
     become_subreaper_unless_pid1();
     process::signal::ignore_stray_signals();
     let opts = supervisor::manager::Options {
         shutdown_timeout,
         units_dir: args.units.units_dir(),
         profiles: args.units.profiles(),
+        listeners,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,

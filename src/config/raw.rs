@@ -12,9 +12,36 @@ pub struct RawUnitFile {
     #[serde(default)]
     pub unit: RawUnitSection,
     pub service: Option<Spanned<RawService>>,
+    pub router: Option<Spanned<RawRouter>>,
     pub readiness: Option<Spanned<RawProbe>>,
     pub liveness: Option<Spanned<RawProbe>>,
     pub log: Option<RawLog>,
+}
+
+/// `[router]`: the built-in HTTP router.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouter {
+    pub listen: Spanned<String>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+    pub stop_timeout: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub header_timeout: Option<Spanned<String>>,
+    pub upstream_timeout: Option<Spanned<String>>,
+    pub access_log: Option<bool>,
+    pub access_log_skip: Option<Vec<String>>,
+    pub trust_forwarded: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub prefix: Spanned<String>,
+    pub upstream: Spanned<String>,
+    pub unit: Option<Spanned<String>>,
+    #[serde(default)]
+    pub strip_prefix: bool,
 }
 
 /// `[readiness]` and `[liveness]`: exactly one probe kind plus timing.

@@ -30,7 +30,38 @@ pub struct Unit {
     /// Present for every enabled unit; disabled units are not resolved
     /// (their programs and users may not exist on this machine).
     pub service: Option<Service>,
+    /// Present for a router unit (instead of `service`).
+    pub router: Option<RouterSpec>,
     pub log: LogSpec,
+}
+
+/// The built-in HTTP router's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouterSpec {
+    pub listen: std::net::SocketAddr,
+    pub routes: Vec<Route>,
+    pub stop_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// A client must send its request headers within this (slowloris).
+    pub header_timeout: Duration,
+    /// An upstream must send its response headers within this.
+    pub upstream_timeout: Duration,
+    pub access_log: bool,
+    /// Paths (exact) left out of the access log, e.g. health checks.
+    pub access_log_skip: Vec<String>,
+    /// Keep X-Forwarded-* from the client (behind a trusted load balancer)
+    /// instead of replacing them.
+    pub trust_forwarded: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub prefix: String,
+    /// host:port of a plain-HTTP upstream.
+    pub upstream: String,
+    /// While this unit is not ready: 503 with Retry-After.
+    pub unit: Option<String>,
+    pub strip_prefix: bool,
 }
 
 /// One probe attempt's target.
@@ -93,6 +124,12 @@ impl Unit {
     pub fn ordering_deps(&self) -> impl Iterator<Item = &str> {
         self.requires.iter().chain(&self.wants).chain(&self.after).map(String::as_str)
     }
+
+    /// Units a router sends traffic to: they stop only after the router
+    /// has drained (but the router does not wait for them to start).
+    pub fn routed_units(&self) -> impl Iterator<Item = &str> {
+        self.router.iter().flat_map(|r| r.routes.iter().filter_map(|rt| rt.unit.as_deref()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -153,3 +190,6 @@ pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_LIVENESS_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_LIVENESS_FAILURES: u32 = 3;
+pub const DEFAULT_ROUTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_ROUTER_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_ROUTER_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(300);

@@ -171,6 +171,8 @@ enum DepKind {
     Requires,
     Wants,
     After,
+    /// A router route's `unit`: must exist, but orders nothing at start.
+    Route,
 }
 
 fn build_unit<'a>(
@@ -192,13 +194,30 @@ fn build_unit<'a>(
         }
     }
     let log = build_log(file, raw.log, errors);
-    let service = match raw.service {
-        None => {
-            errors.push(file.error(None, "missing [service] table (command or shell)".into()));
-            None
-        }
-        Some(s) => build_service(file, s, (raw.readiness, raw.liveness), enabled, ctx, errors),
-    };
+    let mut router = None;
+    let service =
+        match (raw.service, raw.router) {
+            (None, None) => {
+                errors.push(file.error(None, "missing [service] table (command or shell), or [router]".into()));
+                None
+            }
+            (Some(_), Some(r)) => {
+                errors.push(file.error(Some(r.span()), "a unit has either [service] or [router], not both".into()));
+                None
+            }
+            (Some(s), None) => build_service(file, s, (raw.readiness, raw.liveness), enabled, ctx, errors),
+            (None, Some(r)) => {
+                for p in [&raw.readiness, &raw.liveness].into_iter().flatten() {
+                    errors.push(file.error(
+                        Some(p.span()),
+                        "a router is ready when it listens: remove [readiness]/[liveness]".into(),
+                    ));
+                }
+                let lookup = |name: &str| ctx.var(name);
+                router = build_router(file, r, &lookup, &mut deps, errors);
+                None
+            }
+        };
     // A unit with errors of its own still takes part in the graph checks,
     // so that every error is reported at once; the set is discarded anyway.
     let names = |l: &[Spanned<String>]| l.iter().map(|s| s.get_ref().clone()).collect();
@@ -214,11 +233,89 @@ fn build_unit<'a>(
             critical: u.critical,
             enabled,
             service: if enabled { service } else { None },
+            router,
             log,
         },
         file: FileCtx { path: file.path, name: file.name.clone(), text: file.text },
         deps,
     })
+}
+
+fn build_router(
+    file: &FileCtx,
+    raw: Spanned<raw::RawRouter>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    deps: &mut Vec<(DepKind, Spanned<String>)>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<RouterSpec> {
+    let r = raw.into_inner();
+    let before = errors.len();
+    let listen = match expand(r.listen.get_ref(), lookup) {
+        Ok(text) => match text.parse::<std::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errors.push(file.error(
+                    Some(r.listen.span()),
+                    format!("invalid listen address {text:?}: expected ip:port, e.g. \"0.0.0.0:3000\""),
+                ));
+                None
+            }
+        },
+        Err(e) => {
+            errors.push(file.error(Some(r.listen.span()), e.to_string()));
+            None
+        }
+    };
+    let mut routes: Vec<Route> = Vec::new();
+    for rt in &r.routes {
+        let rt = rt.get_ref();
+        let prefix = rt.prefix.get_ref();
+        if !prefix.starts_with('/') {
+            errors.push(file.error(Some(rt.prefix.span()), format!("route prefix {prefix:?} must start with /")));
+        }
+        if routes.iter().any(|x| x.prefix == *prefix) {
+            errors.push(file.error(Some(rt.prefix.span()), format!("duplicate route prefix {prefix:?}")));
+        }
+        let upstream = match expand(rt.upstream.get_ref(), lookup).map_err(|e| e.to_string()).and_then(|u| {
+            parse_http_url(&u).and_then(|(authority, _, path)| {
+                if path == "/" {
+                    Ok(authority)
+                } else {
+                    Err(format!("upstream {u:?} must be http://host:port without a path"))
+                }
+            })
+        }) {
+            Ok(a) => a,
+            Err(e) => {
+                errors.push(file.error(Some(rt.upstream.span()), e));
+                String::new()
+            }
+        };
+        if let Some(u) = &rt.unit {
+            deps.push((DepKind::Route, u.clone()));
+        }
+        routes.push(Route {
+            prefix: prefix.clone(),
+            upstream,
+            unit: rt.unit.as_ref().map(|u| u.get_ref().clone()),
+            strip_prefix: rt.strip_prefix,
+        });
+    }
+    if r.routes.is_empty() {
+        errors.push(file.error(Some(r.listen.span()), "a router needs at least one [[router.routes]]".into()));
+    }
+    let spec = RouterSpec {
+        listen: listen?,
+        routes,
+        stop_timeout: duration(file, &r.stop_timeout, DEFAULT_STOP_TIMEOUT, errors),
+        connect_timeout: duration(file, &r.connect_timeout, DEFAULT_ROUTER_CONNECT_TIMEOUT, errors),
+        header_timeout: duration(file, &r.header_timeout, DEFAULT_ROUTER_HEADER_TIMEOUT, errors),
+        upstream_timeout: duration(file, &r.upstream_timeout, DEFAULT_ROUTER_UPSTREAM_TIMEOUT, errors),
+        access_log: r.access_log.unwrap_or(true),
+        access_log_skip: r.access_log_skip.unwrap_or_else(|| vec!["/api/v1/ping".into()]),
+        trust_forwarded: r.trust_forwarded.unwrap_or(false),
+    };
+    (errors.len() == before).then_some(spec)
 }
 
 fn build_log(file: &FileCtx, raw: Option<raw::RawLog>, errors: &mut Vec<ConfigError>) -> LogSpec {

@@ -107,9 +107,23 @@ pub struct UnitReport {
     pub probe_ok_at: Option<String>,
     pub status_text: Option<String>,
     pub main_pid: Option<i32>,
+    /// For a router unit: where it listens, its routes and counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<RouterReport>,
     /// Only when units were named: their last log lines.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log: Vec<LogLineReport>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterReport {
+    pub listen: String,
+    /// `PREFIX -> UPSTREAM (unit NAME)`, one per route.
+    pub routes: Vec<String>,
+    pub requests: u64,
+    pub in_flight: u64,
+    pub upstream_errors: u64,
+    pub not_ready: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

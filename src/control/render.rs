@@ -166,6 +166,17 @@ pub fn details(u: &UnitReport, now: SystemTime, color: bool) -> String {
             let _ = writeln!(o, "  last ok:    {t}");
         }
     }
+    if let Some(r) = &u.router {
+        let _ = writeln!(o, "  listen:     {}", r.listen);
+        for rt in &r.routes {
+            let _ = writeln!(o, "  route:      {rt}");
+        }
+        let _ = writeln!(
+            o,
+            "  requests:   {} served, {} in flight, {} upstream errors, {} answered 503 (unit not ready)",
+            r.requests, r.in_flight, r.upstream_errors, r.not_ready
+        );
+    }
     if let Some(t) = &u.status_text {
         let _ = writeln!(o, "  status:     {t}");
     }
@@ -173,7 +184,7 @@ pub fn details(u: &UnitReport, now: SystemTime, color: bool) -> String {
         let _ = writeln!(o, "  main pid:   {p}");
     }
     if !u.log.is_empty() {
-        let _ = writeln!(o, "\n  last {} log lines:", u.log.len());
+        let _ = writeln!(o, "\n  recent log:");
         for l in &u.log {
             let _ = writeln!(o, "  {}", log_line(l, false));
         }

@@ -6,7 +6,9 @@
 //! request gets an error line and never disturbs the daemon. Env values are
 //! never part of any answer.
 
-use super::protocol::{Envelope, LogLineReport, Request, Response, StatusReport, UnitReport, MAX_REQUEST, VERSION};
+use super::protocol::{
+    Envelope, LogLineReport, Request, Response, RouterReport, StatusReport, UnitReport, MAX_REQUEST, VERSION,
+};
 use crate::config::unit::ServiceKind;
 use crate::logs::ring::LogLine;
 use crate::logs::sink::timestamp;
@@ -218,10 +220,35 @@ pub fn report(v: &UnitView, log_lines: usize) -> UnitReport {
         since: rfc(s.since),
         reason: s.reason.clone(),
         description: u.description.clone(),
-        kind: svc.map(|s| match s.kind {
-            ServiceKind::Simple => "simple".into(),
-            ServiceKind::Oneshot => "oneshot".into(),
-            ServiceKind::Notify => "notify".into(),
+        kind: svc
+            .map(|s| match s.kind {
+                ServiceKind::Simple => "simple".into(),
+                ServiceKind::Oneshot => "oneshot".into(),
+                ServiceKind::Notify => "notify".into(),
+            })
+            .or_else(|| u.router.as_ref().map(|_| "router".into())),
+        router: u.router.as_ref().map(|r| {
+            use std::sync::atomic::Ordering::Relaxed;
+            let stats = v.router_stats.as_deref();
+            let count = |f: fn(&crate::router::RouterStats) -> &std::sync::atomic::AtomicU64| {
+                stats.map_or(0, |s| f(s).load(Relaxed))
+            };
+            RouterReport {
+                listen: r.listen.to_string(),
+                routes: r
+                    .routes
+                    .iter()
+                    .map(|rt| {
+                        let unit = rt.unit.as_ref().map(|u| format!(" (unit {u})")).unwrap_or_default();
+                        let strip = if rt.strip_prefix { ", prefix stripped" } else { "" };
+                        format!("{} -> {}{unit}{strip}", rt.prefix, rt.upstream)
+                    })
+                    .collect(),
+                requests: count(|s| &s.requests),
+                in_flight: count(|s| &s.in_flight),
+                upstream_errors: count(|s| &s.upstream_errors),
+                not_ready: count(|s| &s.not_ready),
+            }
         }),
         critical: u.critical,
         active: v.is_active(),

@@ -63,6 +63,18 @@ pub async fn forward(pipe: OwnedFd, stream: Stream, unit: UnitLog, sink: LogSink
     batch.flush(&sink).await;
 }
 
+/// Emits lines that flowinit itself produces on a unit's behalf (the
+/// router's access log) exactly like lines read from a pipe.
+pub async fn emit(unit: &UnitLog, stream: Stream, sink: &LogSink, lines: &[String]) {
+    let size = lines.iter().map(|l| l.len() + 1).sum();
+    let keep_from = lines.len().saturating_sub(unit.ring.capacity());
+    let mut batch = Batch::new(unit, stream, sink.format, size, keep_from);
+    for l in lines {
+        batch.line(l.as_bytes());
+    }
+    batch.flush(sink).await;
+}
+
 struct Batch<'a> {
     unit: &'a UnitLog,
     stream: Stream,

@@ -6,6 +6,7 @@
 //! only by messages and publishes a [`Snapshot`] for the control socket and
 //! the router; nothing outside reaches into it.
 
+use super::router_task::RouterTask;
 use super::state::State;
 use super::unit_task::{UnitCmd, UnitEvent, UnitStatus, UnitTask};
 use crate::config::unit::ProbeKind;
@@ -14,6 +15,7 @@ use crate::logs::forward::UnitLog;
 use crate::logs::{LogSink, RingLog};
 use crate::probe::LogMatch;
 use crate::process::{tree, Reaper, Signal};
+use crate::router::RouterStats;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub struct Options {
     /// Where `reload` and SIGHUP read the units from.
     pub units_dir: PathBuf,
     pub profiles: Vec<String>,
+    /// Router listen sockets bound before anything started, by unit name.
+    pub listeners: std::collections::HashMap<String, std::net::TcpListener>,
 }
 
 /// What the control socket may ask for. Each is answered once done.
@@ -77,6 +81,7 @@ pub struct UnitView {
     pub ring: Option<Arc<RingLog>>,
     /// Stopped on an operator's request: not counted by the health check.
     pub held_stopped: bool,
+    pub router_stats: Option<Arc<RouterStats>>,
 }
 
 impl UnitView {
@@ -108,6 +113,7 @@ struct Slot {
     status: UnitStatus,
     tx: Option<mpsc::Sender<UnitCmd>>,
     ring: Option<Arc<RingLog>>,
+    router_stats: Option<Arc<RouterStats>>,
     want: Want,
     held_by_operator: bool,
     start_sent: bool,
@@ -233,6 +239,7 @@ impl Manager {
             status: UnitStatus::new(State::Inactive, None),
             tx: None,
             ring: None,
+            router_stats: None,
             want: Want::Run,
             held_by_operator: false,
             start_sent: false,
@@ -251,23 +258,19 @@ impl Manager {
         slot.unit = Arc::new(unit.clone());
         slot.tx = None;
         slot._log_guard = None;
+        if let (Some(spec), true) = (unit.router.clone(), unit.enabled) {
+            self.attach_router(slot, &unit, spec);
+            return;
+        }
         let Some(service) = unit.service.clone().filter(|_| unit.enabled) else {
             let why = format!("disabled (profile {})", unit.profiles.join(", "));
             slot.status = UnitStatus::new(State::Disabled, Some(why));
             return;
         };
-        let (file, guard) = open_log_file(&unit).unzip();
-        let ring = slot.ring.get_or_insert_with(|| Arc::new(RingLog::new(RING_LINES))).clone();
-        let width = self.prefix_width();
-        let log = UnitLog {
-            name: unit.name.as_str().into(),
-            padded_prefix: format!("{:<width$}", unit.log.prefix).into(),
-            ring,
-            file,
-            ready_match: match service.readiness.as_ref().map(|r| &r.kind) {
-                Some(ProbeKind::Log { regex }) => Some(Arc::new(LogMatch::new(regex.clone()))),
-                _ => None,
-            },
+        let (mut log, guard) = self.unit_log(slot, &unit);
+        log.ready_match = match service.readiness.as_ref().map(|r| &r.kind) {
+            Some(ProbeKind::Log { regex }) => Some(Arc::new(LogMatch::new(regex.clone()))),
+            _ => None,
         };
         let (tx, cmds) = mpsc::channel(16);
         let task = UnitTask {
@@ -288,6 +291,44 @@ impl Manager {
         slot.failed_because = None;
     }
 
+    fn unit_log(&self, slot: &mut Slot, unit: &Unit) -> (UnitLog, Option<tracing_appender::non_blocking::WorkerGuard>) {
+        let (file, guard) = open_log_file(unit).unzip();
+        let ring = slot.ring.get_or_insert_with(|| Arc::new(RingLog::new(RING_LINES))).clone();
+        let width = self.prefix_width();
+        let log = UnitLog {
+            name: unit.name.as_str().into(),
+            padded_prefix: format!("{:<width$}", unit.log.prefix).into(),
+            ring,
+            file,
+            ready_match: None,
+        };
+        (log, guard)
+    }
+
+    fn attach_router(&mut self, slot: &mut Slot, unit: &Unit, spec: crate::config::unit::RouterSpec) {
+        let (log, guard) = self.unit_log(slot, unit);
+        let stats = slot.router_stats.get_or_insert_with(Default::default).clone();
+        let (tx, cmds) = mpsc::channel(16);
+        let task = RouterTask {
+            id: slot.id,
+            spec: Arc::new(spec),
+            listener: self.opts.listeners.remove(&unit.name),
+            log,
+            sink: self.sink.clone(),
+            events: self.events_tx.clone(),
+            cmds,
+            snapshot: self.snapshot.subscribe(),
+            stats,
+        };
+        tokio::spawn(task.run());
+        slot.tx = Some(tx);
+        slot._log_guard = guard;
+        slot.status = UnitStatus::new(State::Inactive, None);
+        slot.start_sent = false;
+        slot.stop_sent = false;
+        slot.failed_because = None;
+    }
+
     /// Recomputes the reverse edges after the set of slots changed.
     fn relink(&mut self) {
         let index_of = |name: &str| self.slots.iter().position(|s| s.unit.name == name);
@@ -296,7 +337,9 @@ impl Manager {
                 self.slots
                     .iter()
                     .enumerate()
-                    .filter(|(_, s)| s.unit.ordering_deps().any(|d| index_of(d) == Some(i)))
+                    .filter(|(_, s)| {
+                        s.unit.ordering_deps().chain(s.unit.routed_units()).any(|d| index_of(d) == Some(i))
+                    })
                     .map(|(j, _)| j)
                     .collect()
             })
@@ -312,6 +355,7 @@ impl Manager {
                 status: s.status.clone(),
                 ring: s.ring.clone(),
                 held_stopped: s.held_by_operator && s.want == Want::Stop,
+                router_stats: s.router_stats.clone(),
             })
             .collect();
         self.snapshot.send_replace(Snapshot { units, shutting_down: self.shutdown.is_some() });

@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod manager;
+pub mod router_task;
 pub mod state;
 pub mod unit_task;
 

@@ -1,0 +1,171 @@
+//! Pure routing decisions: which route a path takes, the upstream path,
+//! and the header rewriting of a proxy (hop-by-hop removal, forwarding
+//! headers). No I/O; table-tested.
+
+use crate::config::unit::Route;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
+
+/// The longest prefix that matches `path`.
+pub fn pick<'a>(routes: &'a [Route], path: &str) -> Option<&'a Route> {
+    routes.iter().filter(|r| path.starts_with(&r.prefix)).max_by_key(|r| r.prefix.len())
+}
+
+/// The path and query to request from the upstream.
+pub fn upstream_path(route: &Route, path_and_query: &str) -> String {
+    if !route.strip_prefix {
+        return path_and_query.to_string();
+    }
+    let rest = path_and_query.strip_prefix(route.prefix.as_str()).unwrap_or(path_and_query);
+    if rest.starts_with('/') {
+        rest.to_string()
+    } else {
+        format!("/{rest}")
+    }
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// Removes the headers named in `Connection` (first: they may name
+/// anything), then the fixed hop-by-hop set. `Upgrade` goes too unless this
+/// is an upgrade being passed through.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && *n == UPGRADE))
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// True for a request that asks to switch protocols (WebSocket and others).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// Sets X-Forwarded-For/-Proto/-Host. Untrusted clients' values are
+/// replaced; behind a trusted proxy the peer is appended to its list.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: std::net::IpAddr, trust: bool) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let proto = HeaderName::from_static("x-forwarded-proto");
+    let xhost = HeaderName::from_static("x-forwarded-host");
+    let prior = trust
+        .then(|| headers.get_all(&xff).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", "))
+        .filter(|s| !s.is_empty());
+    let value = match prior {
+        Some(p) => format!("{p}, {peer}"),
+        None => peer.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(xff, v);
+    }
+    if !(trust && headers.contains_key(&proto)) {
+        headers.insert(proto, HeaderValue::from_static("http"));
+    }
+    if !(trust && headers.contains_key(&xhost)) {
+        match headers.get(HOST).cloned() {
+            Some(h) => {
+                headers.insert(xhost, h);
+            }
+            None => {
+                headers.remove(xhost);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(prefix: &str, strip: bool) -> Route {
+        Route { prefix: prefix.into(), upstream: "u:1".into(), unit: None, strip_prefix: strip }
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let routes = [route("/", false), route("/api/", false), route("/api/v2/", false)];
+        let table =
+            [("/", "/"), ("/index.html", "/"), ("/api/v1/ping", "/api/"), ("/api/v2/x", "/api/v2/"), ("/apix", "/")];
+        for (path, want) in table {
+            assert_eq!(pick(&routes, path).map(|r| r.prefix.as_str()), Some(want), "{path}");
+        }
+        assert!(pick(&[route("/api/", false)], "/other").is_none());
+    }
+
+    #[test]
+    fn strip_prefix() {
+        assert_eq!(upstream_path(&route("/svc/", true), "/svc/a?b=1"), "/a?b=1");
+        assert_eq!(upstream_path(&route("/svc", true), "/svc"), "/");
+        assert_eq!(upstream_path(&route("/svc/", false), "/svc/a"), "/svc/a");
+    }
+
+    #[test]
+    fn hop_by_hop_named_in_connection_goes_first() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Secret-Hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("upgrade", HeaderValue::from_static("h2c"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn upgrade_survives_when_passed_through() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn forwarded_headers_replaced_unless_trusted() {
+        let peer: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert(HOST, HeaderValue::from_static("example.com"));
+        let mut untrusted = h.clone();
+        set_forwarded(&mut untrusted, peer, false);
+        assert_eq!(untrusted.get("x-forwarded-for").unwrap(), "10.1.2.3");
+        assert_eq!(untrusted.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(untrusted.get("x-forwarded-host").unwrap(), "example.com");
+        set_forwarded(&mut h, peer, true);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "6.6.6.6, 10.1.2.3");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+    }
+}

@@ -1,0 +1,126 @@
+//! The unit actor for a `[router]` unit: the same commands and status
+//! events as a service's unit task, but what it runs is the in-process HTTP
+//! router. Ready as soon as it listens; stopping stops accepting and drains
+//! requests in flight within stop_timeout (or the caller's deadline).
+
+use super::manager::Snapshot;
+use super::state::State;
+use super::unit_task::{UnitCmd, UnitEvent, UnitStatus};
+use crate::config::unit::RouterSpec;
+use crate::logs::forward::{emit, UnitLog};
+use crate::logs::{LogSink, Stream};
+use crate::router::{serve, Router, RouterStats};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::sync::{mpsc, watch};
+
+/// Access-log lines waiting for output; more are dropped, never waited for.
+const ACCESS_LOG_QUEUE: usize = 4096;
+
+pub struct RouterTask {
+    pub id: u64,
+    pub spec: Arc<RouterSpec>,
+    /// Bound at start-up; taken by the first start (later starts re-bind).
+    pub listener: Option<std::net::TcpListener>,
+    pub log: UnitLog,
+    pub sink: LogSink,
+    pub events: mpsc::Sender<UnitEvent>,
+    pub cmds: mpsc::Receiver<UnitCmd>,
+    pub snapshot: watch::Receiver<Snapshot>,
+    pub stats: Arc<RouterStats>,
+}
+
+impl RouterTask {
+    async fn report(&self, status: &mut UnitStatus, state: State, reason: Option<String>) {
+        if status.state != state {
+            status.since = SystemTime::now();
+        }
+        status.state = state;
+        status.reason = reason;
+        let _ = self.events.send(UnitEvent { id: self.id, status: status.clone() }).await;
+    }
+
+    pub async fn run(mut self) {
+        let mut status = UnitStatus::new(State::Inactive, None);
+        while let Some(cmd) = self.cmds.recv().await {
+            match cmd {
+                UnitCmd::Start => self.serve_until_stopped(&mut status).await,
+                UnitCmd::Stop { .. } if !status.state.is_settled() => {
+                    self.report(&mut status, State::Stopped, None).await;
+                }
+                UnitCmd::Stop { .. } | UnitCmd::Hurry { .. } => {}
+            }
+        }
+    }
+
+    async fn serve_until_stopped(&mut self, status: &mut UnitStatus) {
+        let name = self.log.name.clone();
+        let addr = self.spec.listen;
+        let bound = match self.listener.take() {
+            Some(l) => Ok(l),
+            None => std::net::TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)),
+        };
+        let listener = match bound.and_then(tokio::net::TcpListener::from_std) {
+            Ok(l) => l,
+            Err(e) => {
+                let why = format!("cannot listen on {addr}: {e}");
+                tracing::error!("unit {name}: {why}");
+                self.report(status, State::Failed, Some(why)).await;
+                return;
+            }
+        };
+        let access = self.spec.access_log.then(|| {
+            let (tx, mut rx) = mpsc::channel::<String>(ACCESS_LOG_QUEUE);
+            let (log, sink) = (self.log.clone(), self.sink.clone());
+            tokio::spawn(async move {
+                let mut lines = Vec::new();
+                while rx.recv_many(&mut lines, 256).await > 0 {
+                    emit(&log, Stream::Stdout, &sink, &lines).await;
+                    lines.clear();
+                }
+            });
+            tx
+        });
+        let router = Arc::new(Router::new(self.spec.clone(), self.snapshot.clone(), self.stats.clone(), access));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (drain_tx, drain_rx) = watch::channel(tokio::time::Instant::now());
+        let mut server = tokio::spawn(serve(listener, router, stop_rx, drain_rx));
+        tracing::info!("unit {name}: listening on {addr}");
+        self.report(status, State::Running, None).await;
+        loop {
+            tokio::select! {
+                cmd = self.cmds.recv() => match cmd {
+                    Some(UnitCmd::Stop { deadline }) => {
+                        let until = (Instant::now() + self.spec.stop_timeout).min(deadline);
+                        let _ = drain_tx.send(until.into());
+                        tracing::info!("unit {name}: stopping (no new connections; draining requests in flight)");
+                        self.report(status, State::Stopping, None).await;
+                        let _ = stop_tx.send(true);
+                        loop {
+                            tokio::select! {
+                                _ = &mut server => break,
+                                cmd = self.cmds.recv() => if let Some(UnitCmd::Hurry { deadline } | UnitCmd::Stop { deadline }) = cmd {
+                                    let sooner = (*drain_tx.borrow()).min(deadline.into());
+                                    let _ = drain_tx.send(sooner);
+                                },
+                            }
+                        }
+                        tracing::info!("unit {name} stopped");
+                        self.report(status, State::Stopped, None).await;
+                        return;
+                    }
+                    None => {
+                        let _ = stop_tx.send(true);
+                        return;
+                    }
+                    Some(_) => {}
+                },
+                _ = &mut server => {
+                    tracing::error!("unit {name}: the router stopped unexpectedly");
+                    self.report(status, State::Failed, Some("the router stopped unexpectedly".into())).await;
+                    return;
+                }
+            }
+        }
+    }
+}
