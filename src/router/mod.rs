@@ -173,14 +173,14 @@ async fn handle(r: Arc<Router>, peer: SocketAddr, req: Request<Incoming>) -> Res
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let (res, upstream) = route(&r, peer, req).await;
-    if r.spec.access_log && !r.spec.access_log_skip.iter().any(|p| *p == path) {
+    if r.spec.access_log && !r.spec.access_log_skip.contains(&path) {
         let ms = start.elapsed().as_secs_f64() * 1000.0;
         r.log(format!("{peer} {method} {path} {} {ms:.1}ms -> {}", res.status().as_u16(), upstream.unwrap_or("-")));
     }
     Ok(res)
 }
 
-async fn route<'a>(r: &'a Router, peer: SocketAddr, mut req: Request<Incoming>) -> (Response<Body>, Option<&'a str>) {
+async fn route(r: &Router, peer: SocketAddr, mut req: Request<Incoming>) -> (Response<Body>, Option<&str>) {
     let Some(route) = routes::pick(&r.spec.routes, req.uri().path()) else {
         return (json(StatusCode::NOT_FOUND, serde_json::json!({"error": "no route for this path"})), None);
     };
