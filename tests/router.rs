@@ -1,0 +1,310 @@
+//! The built-in router through the real binary and real sockets: routing,
+//! strip_prefix, 503 while starting, 502 with the upstream down, SSE
+//! timing, WebSocket, large streamed bodies with flat memory, header
+//! hygiene, slowloris, graceful drain, and a busy port at start-up.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Stack {
+    d: TempDir,
+    f: Flowinit,
+    port: u16,
+}
+
+/// A backend unit (tests/fixtures/backend.py) and a router in front of it.
+fn stack(tag: &str, backend_delay: &str, extra_router: &str, extra_routes: &str) -> Stack {
+    let d = TempDir::new(tag);
+    let (port, be, ws) = (free_port(), free_port(), free_port());
+    d.unit(
+        "backend",
+        &format!(
+            "[service]\nshell = \"sleep {backend_delay}; exec python3 {} {be} {ws}\"\n[readiness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"100ms\"\n",
+            fixture("backend.py")
+        ),
+    );
+    d.unit(
+        "router",
+        &format!(
+            "[router]\nlisten = \"127.0.0.1:{port}\"\n{extra_router}\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:{be}\"\nunit = \"backend\"\n[[router.routes]]\nprefix = \"/svc/\"\nupstream = \"http://127.0.0.1:{be}\"\nunit = \"backend\"\nstrip_prefix = true\n[[router.routes]]\nprefix = \"/ws\"\nupstream = \"http://127.0.0.1:{ws}\"\n[[router.routes]]\nprefix = \"/down/\"\nupstream = \"http://127.0.0.1:{}\"\n{extra_routes}",
+            free_port()
+        ),
+    );
+    let f = Flowinit::up(&d, Opts::default());
+    Stack { d, f, port }
+}
+
+impl Stack {
+    fn ready(&self) {
+        self.f.wait_state("backend", "ready");
+    }
+}
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Sends `raw` (a full request with `Connection: close`) and reads the
+/// whole answer; decodes a chunked body.
+fn send(port: u16, raw: &str) -> Reply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let head = String::from_utf8_lossy(&all[..split]).into_owned();
+    let mut body = all[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    Reply { status, head, body }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 4 + size..];
+    }
+}
+
+fn get(port: u16, path: &str) -> Reply {
+    send(port, &format!("GET {path} HTTP/1.1\r\nHost: flowstack.test\r\nConnection: close\r\n\r\n"))
+}
+
+#[test]
+fn routes_503_while_starting_then_proxies_and_502s() {
+    let mut s = stack("route", "1", "", "");
+    wait_for("router listening", T, || TcpStream::connect(("127.0.0.1", s.port)).ok());
+    let r = get(s.port, "/echo");
+    assert_eq!(r.status, 503, "{}", r.head);
+    assert_eq!(r.header("retry-after").as_deref(), Some("2"));
+    assert_eq!(r.json()["unit"], "backend");
+    assert_eq!(r.json()["state"], "starting");
+    s.ready();
+    let r = get(s.port, "/echo/a?b=1");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["path"], "/echo/a?b=1");
+    assert_eq!(r.json()["headers"]["host"], "flowstack.test", "Host is preserved");
+    let r = get(s.port, "/svc/echo?x=2");
+    assert_eq!(r.json()["path"], "/echo?x=2", "strip_prefix");
+    let r = get(s.port, "/down/x");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["error"], "bad gateway");
+    assert_eq!(r.json()["detail"], "connection refused");
+    let (_, details, _) = s.f.ctl(&["status", "router"]);
+    assert!(details.contains("answered 503 (unit not ready)") && details.contains("1 upstream errors"), "{details}");
+    let log = s.f.stdout();
+    assert!(log.lines().any(|l| l.starts_with("router ") && l.contains("GET /echo 503")), "{log}");
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn headers_hop_by_hop_dropped_and_forwarded_set() {
+    let mut s = stack("headers", "0", "", "");
+    s.ready();
+    let r = send(
+        s.port,
+        "GET /echo HTTP/1.1\r\nHost: h.test\r\nConnection: close, X-Drop-Me\r\nX-Drop-Me: secret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\nX-Forwarded-For: 6.6.6.6\r\nX-Kept: yes\r\n\r\n",
+    );
+    let h = &r.json()["headers"];
+    for gone in ["x-drop-me", "keep-alive", "te", "proxy-authorization"] {
+        assert!(h.get(gone).is_none(), "{gone} was forwarded: {h}");
+    }
+    assert_eq!(h["x-kept"], "yes");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "a client's X-Forwarded-For is replaced");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "h.test");
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn sse_events_arrive_one_by_one() {
+    let mut s = stack("sse", "0", "", "");
+    s.ready();
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(T)).unwrap();
+    c.write_all(b"GET /sse HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(c);
+    let mut arrivals = Vec::new();
+    let start = Instant::now();
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 {
+        if line.starts_with("data: event") {
+            arrivals.push(start.elapsed());
+        }
+        line.clear();
+    }
+    assert_eq!(arrivals.len(), 3);
+    for w in arrivals.windows(2) {
+        assert!(w[1] - w[0] >= Duration::from_millis(200), "events arrived together: {arrivals:?}");
+    }
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn websocket_echo_through_the_router() {
+    let mut s = stack("ws", "0", "", "");
+    s.ready();
+    #[allow(clippy::disallowed_methods)]
+    let out = std::process::Command::new("python3")
+        .arg(fixture("ws_client.py"))
+        .arg(format!("ws://127.0.0.1:{}/ws", s.port))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\nthree\n");
+    assert_eq!(s.f.stop(T), 0);
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches(" kB").parse().ok()))
+        .unwrap()
+}
+
+#[test]
+fn hundred_mib_each_way_streams_with_flat_memory() {
+    let mut s = stack("big", "0", "", "");
+    s.ready();
+    let before = rss_kib(s.f.pid);
+    // Upload 100 MiB with Content-Length, read back the byte count.
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(T)).unwrap();
+    let size = 100 << 20;
+    c.write_all(
+        format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let block = vec![7u8; 1 << 20];
+    let mut peak = before;
+    for i in 0..100 {
+        c.write_all(&block).unwrap();
+        if i % 10 == 0 {
+            peak = peak.max(rss_kib(s.f.pid));
+        }
+    }
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains(&format!("\"received\": {size}")), "{answer}");
+    // Download 100 MiB, reading slowly at first.
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(T)).unwrap();
+    c.write_all(b"GET /download?mb=100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0usize;
+    let mut reads = 0;
+    loop {
+        let n = c.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+        reads += 1;
+        if reads == 10 {
+            std::thread::sleep(Duration::from_millis(500));
+            peak = peak.max(rss_kib(s.f.pid));
+        }
+        if reads % 200 == 0 {
+            peak = peak.max(rss_kib(s.f.pid));
+        }
+    }
+    assert!(total > 100 << 20, "got {total} bytes");
+    assert!(peak < before + 30 * 1024, "flowinit buffered: RSS {before} KiB -> peak {peak} KiB");
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn slowloris_is_cut_off_and_others_still_served() {
+    let mut s = stack("slowloris", "0", "header_timeout = \"1s\"", "");
+    s.ready();
+    let mut slow = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    slow.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = Instant::now();
+    let mut sink = Vec::new();
+    let _ = slow.read_to_end(&mut sink);
+    let waited = start.elapsed();
+    assert!(waited < Duration::from_secs(8), "the slow client was not cut off ({waited:?})");
+    assert_eq!(get(s.port, "/echo").status, 200);
+    // Oversized headers are refused, not buffered.
+    let big = format!("GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "a".repeat(200_000));
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(T)).unwrap();
+    let _ = c.write_all(big.as_bytes());
+    let mut answer = Vec::new();
+    let _ = c.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 431"), "{text}");
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn graceful_drain_lets_a_slow_request_finish() {
+    let mut s = stack("drain", "0", "stop_timeout = \"5s\"", "");
+    s.ready();
+    let port = s.port;
+    let slow = std::thread::spawn(move || get(port, "/slow?ms=1500"));
+    wait_for("slow request in flight", T, || s.f.ctl(&["status", "router"]).1.contains("1 in flight").then_some(()));
+    s.f.signal(libc::SIGTERM);
+    let r = slow.join().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"slow done");
+    assert_eq!(s.f.wait_exit(T).0, 0);
+    let err = s.f.stderr();
+    let router_stopped = err.find("unit router stopped").unwrap();
+    let backend_stopping = err.find("unit backend: stopping").unwrap();
+    assert!(router_stopped < backend_stopping, "the backend must outlive the router's drain:\n{err}");
+}
+
+#[test]
+fn busy_port_is_a_start_up_error() {
+    let d = TempDir::new("busy");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    d.unit("app", "[service]\nshell = \"touch {dir}/ran; exec sleep 1000\"\n");
+    d.unit("router", &format!("[router]\nlisten = \"127.0.0.1:{port}\"\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\n"));
+    let mut f = Flowinit::up(&d, Opts::default());
+    let (code, _) = f.wait_exit(T);
+    assert_eq!(code, 2);
+    assert!(
+        f.stderr()
+            .contains(&format!("router.toml: unit router: cannot listen on 127.0.0.1:{port}: Address already in use")),
+        "{}",
+        f.stderr()
+    );
+    assert!(!d.file("ran").exists());
+}
