@@ -17,8 +17,9 @@ fn free_port() -> u16 {
 }
 
 struct Stack {
-    d: TempDir,
+    // Declared before the temp dir: flowinit stops before its files go.
     f: Flowinit,
+    _d: TempDir,
     port: u16,
 }
 
@@ -41,7 +42,7 @@ fn stack(tag: &str, backend_delay: &str, extra_router: &str, extra_routes: &str)
         ),
     );
     let f = Flowinit::up(&d, Opts::default());
-    Stack { d, f, port }
+    Stack { f, _d: d, port }
 }
 
 impl Stack {
