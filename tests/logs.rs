@@ -110,9 +110,13 @@ fn a_stalled_reader_blocks_the_service_without_losing_lines() {
             d.path().display()
         ),
     );
+    // A router (with its access log on) must keep answering meanwhile.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    d.unit("router", &format!("[router]\nlisten = \"127.0.0.1:{port}\"\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\n"));
+    let socket = d.file("ctl.sock");
     let err = std::fs::File::create(d.file("flowinit.err")).unwrap();
     let mut child = Command::new(BIN)
-        .args(["up", "--units", d.units().to_str().unwrap()])
+        .args(["up", "--units", d.units().to_str().unwrap(), "--socket", socket.to_str().unwrap()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(err)
@@ -134,6 +138,18 @@ fn a_stalled_reader_blocks_the_service_without_losing_lines() {
         .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches(" kB").parse().ok()))
         .unwrap();
     assert!(rss_kib < 64 * 1024, "flowinit buffered without bound: RSS {rss_kib} KiB");
+    // The control socket and the router still answer while stdout is stuck.
+    let (code, out, _) = ctl_at(&socket, &["status", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"name\": \"writer\""), "{out}");
+    for _ in 0..20 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        std::io::Write::write_all(&mut c, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    }
     // Resume reading: everything arrives, in order.
     let mut out = String::new();
     let mut stdout = child.stdout.take().unwrap();

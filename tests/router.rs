@@ -309,3 +309,35 @@ fn busy_port_is_a_start_up_error() {
     );
     assert!(!d.file("ran").exists());
 }
+
+#[test]
+fn request_smuggling_is_refused_or_reframed() {
+    let mut s = stack("smuggle", "0", "", "");
+    s.ready();
+    // CL.TE: whatever the router does, the backend must never see a request
+    // it did not forward as one, nor Content-Length and chunking together.
+    let r = send(
+        s.port,
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\nGET /echo/smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(r.status == 400 || r.status == 200, "{}", r.head);
+    if r.status == 200 {
+        let h = &r.json()["headers"];
+        assert!(h.get("content-length").is_none() || h.get("transfer-encoding").is_none(), "{h}");
+    }
+    // Unknown transfer-codings are refused, not silently dropped.
+    let r = send(
+        s.port,
+        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+    );
+    assert_eq!(r.status, 501, "{}", r.head);
+    // Two different Content-Lengths are refused.
+    let r = send(
+        s.port,
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab",
+    );
+    assert_eq!(r.status, 400, "{}", r.head);
+    // The backend saw no smuggled request.
+    assert!(!s.f.stdout().contains("/echo/smuggled"), "{}", s.f.stdout());
+    assert_eq!(s.f.stop(T), 0);
+}

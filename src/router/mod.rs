@@ -181,6 +181,11 @@ async fn handle(r: Arc<Router>, peer: SocketAddr, req: Request<Incoming>) -> Res
 }
 
 async fn route(r: &Router, peer: SocketAddr, mut req: Request<Incoming>) -> (Response<Body>, Option<&str>) {
+    if let Err((status, why)) = routes::check_framing(req.headers()) {
+        let mut res = json(status, serde_json::json!({"error": why}));
+        res.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        return (res, None);
+    }
     let Some(route) = routes::pick(&r.spec.routes, req.uri().path()) else {
         return (json(StatusCode::NOT_FOUND, serde_json::json!({"error": "no route for this path"})), None);
     };

@@ -60,6 +60,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Request smuggling defences for what reaches us: a request may not carry
+/// both Content-Length and Transfer-Encoding, and the only transfer-coding
+/// we re-frame is plain `chunked` (forwarding others would drop them).
+pub fn check_framing(headers: &HeaderMap) -> Result<(), (hyper::StatusCode, &'static str)> {
+    let te: Vec<&HeaderValue> = headers.get_all(hyper::header::TRANSFER_ENCODING).iter().collect();
+    if te.is_empty() {
+        return Ok(());
+    }
+    if headers.contains_key(hyper::header::CONTENT_LENGTH) {
+        return Err((hyper::StatusCode::BAD_REQUEST, "both Content-Length and Transfer-Encoding"));
+    }
+    let only_chunked = te.len() == 1 && te[0].to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+    if only_chunked {
+        Ok(())
+    } else {
+        Err((hyper::StatusCode::NOT_IMPLEMENTED, "unsupported Transfer-Encoding (only chunked)"))
+    }
+}
+
 /// True for a request that asks to switch protocols (WebSocket and others).
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE)
@@ -150,6 +169,26 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.get(UPGRADE).unwrap(), "websocket");
         assert_eq!(h.get(CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn framing_checks() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert!(check_framing(&h(&[])).is_ok());
+        assert!(check_framing(&h(&[("transfer-encoding", "chunked")])).is_ok());
+        assert!(check_framing(&h(&[("content-length", "3")])).is_ok());
+        assert_eq!(check_framing(&h(&[("transfer-encoding", "chunked"), ("content-length", "3")])).unwrap_err().0, 400);
+        assert_eq!(check_framing(&h(&[("transfer-encoding", "gzip, chunked")])).unwrap_err().0, 501);
+        assert_eq!(
+            check_framing(&h(&[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")])).unwrap_err().0,
+            501
+        );
     }
 
     #[test]
