@@ -142,11 +142,11 @@ const NO_DAEMON: u8 = 4;
 fn fail(e: ClientError) -> u8 {
     match e {
         ClientError::NoDaemon(m) => {
-            eprintln!("flowinit: {m}");
+            errln!("flowinit: {m}");
             NO_DAEMON
         }
         ClientError::Broken(m) => {
-            eprintln!("flowinit: {m}");
+            errln!("flowinit: {m}");
             1
         }
     }
@@ -173,7 +173,7 @@ pub fn status(args: &StatusArgs) -> u8 {
     };
     let Some(report) = answer.status else {
         if !args.quiet {
-            eprintln!("flowinit: {}", answer.error.unwrap_or_else(|| "unexpected answer".into()));
+            errln!("flowinit: {}", answer.error.unwrap_or_else(|| "unexpected answer".into()));
         }
         return 1;
     };
@@ -183,18 +183,18 @@ pub fn status(args: &StatusArgs) -> u8 {
     }
     if args.json {
         match serde_json::to_string_pretty(&report) {
-            Ok(j) => println!("{j}"),
-            Err(e) => eprintln!("flowinit: {e}"),
-        }
+            Ok(j) => outln!("{j}"),
+            Err(e) => errln!("flowinit: {e}"),
+        };
         return code;
     }
     let color = std::io::stdout().is_terminal();
     let now = std::time::SystemTime::now();
     if args.units.is_empty() {
-        print!("{}", render::table(&report, now, color));
+        out!("{}", render::table(&report, now, color));
     } else {
         let parts: Vec<String> = report.units.iter().map(|u| render::details(u, now, color)).collect();
-        print!("{}", parts.join("\n"));
+        out!("{}", parts.join("\n"));
     }
     code
 }
@@ -202,11 +202,11 @@ pub fn status(args: &StatusArgs) -> u8 {
 pub fn act(socket: &SocketArgs, request: Request) -> u8 {
     match ask(socket, request) {
         Ok(Response { ok: true, message, .. }) => {
-            println!("{}", message.unwrap_or_else(|| "done".into()));
+            outln!("{}", message.unwrap_or_else(|| "done".into()));
             0
         }
         Ok(r) => {
-            eprintln!("flowinit: {}", r.error.unwrap_or_else(|| "failed".into()));
+            errln!("flowinit: {}", r.error.unwrap_or_else(|| "failed".into()));
             1
         }
         Err(e) => fail(e),
@@ -217,11 +217,14 @@ pub fn logs(args: &LogsArgs) -> u8 {
     let request = Request::Logs { units: args.units.clone(), lines: args.lines, follow: args.follow };
     let mut code = 0;
     let result = call(&socket_path(args.socket.socket.clone()), request, |r| {
+        // Stop following once nobody reads (e.g. `| head`).
         if let Some(l) = &r.log {
-            println!("{}", render::log_line(l, true));
+            if !outln!("{}", render::log_line(l, true)) {
+                return false;
+            }
         }
         if let Some(e) = &r.error {
-            eprintln!("flowinit: {e}");
+            errln!("flowinit: {e}");
             code = 1;
         }
         !r.end && r.error.is_none()

@@ -1,6 +1,25 @@
 //! flowinit: PID 1 and service supervisor for containers. Thin entry point:
 //! parse the command line, dispatch, map the outcome to an exit code.
 
+/// Like println!/print!/eprintln!, but a closed stdout or stderr (EPIPE,
+/// `flowinit status | head -1`) is not a panic. Evaluates to whether the
+/// write worked.
+macro_rules! outln {
+    ($($t:tt)*) => {{ use std::io::Write as _; $crate::wrote(writeln!(std::io::stdout(), $($t)*)) }};
+}
+macro_rules! out {
+    ($($t:tt)*) => {{ use std::io::Write as _; $crate::wrote(write!(std::io::stdout(), $($t)*)) }};
+}
+macro_rules! errln {
+    ($($t:tt)*) => {{ use std::io::Write as _; $crate::wrote(writeln!(std::io::stderr(), $($t)*)) }};
+}
+
+/// Whether a terminal write worked (for the macros above; a failed write is
+/// not worth a panic, and callers may ignore it).
+fn wrote(r: std::io::Result<()>) -> bool {
+    r.is_ok()
+}
+
 mod cli;
 mod config;
 mod control;
@@ -47,16 +66,16 @@ fn load(args: &UnitsArgs, offline: bool) -> Result<config::UnitSet, Vec<config::
 
 fn print_errors(errors: &[config::ConfigError]) {
     for e in errors {
-        eprintln!("{e}");
+        errln!("{e}");
     }
-    eprintln!("flowinit: {} error(s) in the unit files", errors.len());
+    errln!("flowinit: {} error(s) in the unit files", errors.len());
 }
 
 fn check(args: &UnitsArgs) -> u8 {
     match load(args, true) {
         Ok(set) => {
             let enabled = set.units.iter().filter(|u| u.enabled).count();
-            println!(
+            outln!(
                 "{}: {} units OK ({} enabled, {} disabled by profile)",
                 args.units_dir().display(),
                 set.units.len(),
@@ -76,7 +95,7 @@ fn up(args: UpArgs) -> u8 {
     let shutdown_timeout = match args.shutdown_timeout() {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("flowinit: {e}");
+            errln!("flowinit: {e}");
             return 2;
         }
     };
@@ -91,7 +110,7 @@ fn up(args: UpArgs) -> u8 {
     let bound = match control::server::bind(&socket) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("flowinit: {e}");
+            errln!("flowinit: {e}");
             return 2;
         }
     };
@@ -106,7 +125,7 @@ fn up(args: UpArgs) -> u8 {
                 listeners.insert(unit.name.clone(), l);
             }
             Err(e) => {
-                eprintln!("{}: unit {}: cannot listen on {}: {e}", unit.file.display(), unit.name, spec.listen);
+                errln!("{}: unit {}: cannot listen on {}: {e}", unit.file.display(), unit.name, spec.listen);
                 return 2;
             }
         }
@@ -122,7 +141,7 @@ fn up(args: UpArgs) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("flowinit: cannot start the async runtime: {e}");
+            errln!("flowinit: cannot start the async runtime: {e}");
             return 1;
         }
     };
@@ -130,7 +149,7 @@ fn up(args: UpArgs) -> u8 {
         let sink = match logs::LogSink::start(logs::LogFormat::from_env()) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("flowinit: cannot start the log writers: {e}");
+                errln!("flowinit: cannot start the log writers: {e}");
                 return 1;
             }
         };
@@ -153,9 +172,7 @@ fn up(args: UpArgs) -> u8 {
 fn become_subreaper_unless_pid1() {
     if std::process::id() != 1 {
         if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-            eprintln!(
-                "flowinit: warning: cannot become a child subreaper ({e}); orphans will not be reaped by flowinit"
-            );
+            errln!("flowinit: warning: cannot become a child subreaper ({e}); orphans will not be reaped by flowinit");
         }
     }
 }

@@ -16,7 +16,7 @@ const NOT_FORWARDED: [S; 9] =
 
 pub fn run(cmd: &[OsString]) -> u8 {
     let Some(program) = cmd.first() else {
-        eprintln!("flowinit: usage: flowinit -- CMD [ARG]...  (no command given)");
+        errln!("flowinit: usage: flowinit -- CMD [ARG]...  (no command given)");
         return 2;
     };
     crate::become_subreaper_unless_pid1();
@@ -24,11 +24,11 @@ pub fn run(cmd: &[OsString]) -> u8 {
         Ok(p) => p,
         // Like a shell: a path that exists but cannot run is 126.
         Err(_) if program.to_string_lossy().contains('/') && std::path::Path::new(program).exists() => {
-            eprintln!("flowinit: {}: permission denied (not executable)", program.to_string_lossy());
+            errln!("flowinit: {}: permission denied (not executable)", program.to_string_lossy());
             return 126;
         }
         Err(_) => {
-            eprintln!("flowinit: {}: command not found", program.to_string_lossy());
+            errln!("flowinit: {}: command not found", program.to_string_lossy());
             return 127;
         }
     };
@@ -39,7 +39,7 @@ pub fn run(cmd: &[OsString]) -> u8 {
         }
     }
     if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
-        eprintln!("flowinit: cannot block signals: {e}");
+        errln!("flowinit: cannot block signals: {e}");
         return 1;
     }
     let spec = SpawnSpec {
@@ -54,7 +54,7 @@ pub fn run(cmd: &[OsString]) -> u8 {
     let child = match spawn_unregistered(spec) {
         Ok(pid) => pid,
         Err(e) => {
-            eprintln!("flowinit: cannot run {}: {e}", program.to_string_lossy());
+            errln!("flowinit: cannot run {}: {e}", program.to_string_lossy());
             return if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
         }
     };
@@ -64,7 +64,7 @@ pub fn run(cmd: &[OsString]) -> u8 {
             Ok(Some(term)) => return term.exit_code(),
             Ok(None) => {}
             Err(e) => {
-                eprintln!("flowinit: lost track of {}: {e}", program.to_string_lossy());
+                errln!("flowinit: lost track of {}: {e}", program.to_string_lossy());
                 return 1;
             }
         }
@@ -74,7 +74,7 @@ pub fn run(cmd: &[OsString]) -> u8 {
                 let _ = child.signal(Signal(sig));
             }
             Err(e) => {
-                eprintln!("flowinit: sigwait failed: {e}");
+                errln!("flowinit: sigwait failed: {e}");
                 return 1;
             }
         }

@@ -191,6 +191,7 @@ fn reload_adds_removes_changes_and_keeps_the_rest() {
     assert_eq!(code, 1);
     assert!(err.contains("change.toml:3:16: unit change: invalid duration"), "{err}");
     assert!(err.contains("added.toml:2:1: unit added: unknown field `comand`"), "{err}");
+    assert!(f.stderr().contains("reload refused, keeping the running units:"), "{}", f.stderr());
     assert_eq!((pid_of(&f, "keep"), pid_of(&f, "change"), pid_of(&f, "remove")), (keep, change, remove));
     // A valid edit.
     d.unit("change", "[service]\ncommand = [\"sleep\", \"2000\"]\n");
@@ -198,7 +199,7 @@ fn reload_adds_removes_changes_and_keeps_the_rest() {
     std::fs::remove_file(d.units().join("remove.toml")).unwrap();
     let (code, out, err) = f.ctl(&["reload"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.trim(), "reloaded added, change");
+    assert_eq!(out.trim(), "added: added; removed: remove; changed: change; unchanged: 1");
     assert!(f.stderr().contains("reload: added: added; removed: remove; changed: change; unchanged: 1"));
     assert_eq!(pid_of(&f, "keep"), keep, "unchanged units are left alone");
     assert_ne!(pid_of(&f, "change"), change);
@@ -211,7 +212,7 @@ fn reload_adds_removes_changes_and_keeps_the_rest() {
     // SIGHUP does the same.
     d.unit("keep", "[service]\ncommand = [\"sleep\", \"3000\"]\n");
     f.signal(libc::SIGHUP);
-    f.wait_log("reload done: reloaded keep", T);
+    f.wait_log("reload done: added: none; removed: none; changed: keep; unchanged: 2", T);
     assert_ne!(pid_of(&f, "keep"), keep);
     assert_eq!(f.stop(T), 0);
 }
@@ -319,4 +320,27 @@ fn secrets_never_appear_in_status_or_flowinit_logs() {
     seen += &f.stderr();
     assert!(seen.contains("svc"));
     assert!(!seen.contains("hunter2"), "a secret leaked:\n{seen}");
+}
+
+#[test]
+fn a_closed_stdout_does_not_panic_the_client() {
+    let d = TempDir::new("epipe");
+    for i in 0..30 {
+        d.unit(&format!("u{i:02}"), "[service]\ncommand = [\"sleep\", \"1000\"]\n");
+    }
+    let mut f = Flowinit::up(&d, Opts::default());
+    f.wait_state("u29", "running");
+    let socket = f.socket.display().to_string();
+    for cmd in ["status --json", "status", "logs -n 100"] {
+        #[allow(clippy::disallowed_methods)]
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            // `true` exits without reading: every write of the client fails.
+            .arg(format!("sleep 0.1 | '{BIN}' {cmd} --socket '{socket}' | true"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{cmd}: {err}");
+    }
+    assert_eq!(f.stop(T), 0);
 }

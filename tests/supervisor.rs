@@ -138,7 +138,9 @@ fn budget_from_environment_and_second_signal_shortens_waits() {
     let (code, _) = f.wait_exit(Duration::from_secs(15));
     assert_eq!(code, 0);
     assert!(!pid_alive(pid));
-    assert!(f.stderr().contains("received again: cutting every stop wait to 1s"), "{}", f.stderr());
+    let err = f.stderr();
+    assert!(err.contains("SIGINT received during shutdown: cutting every stop wait to 1s"), "{err}");
+    assert!(err.contains("the stop was hurried (a second stop signal)"), "{err}");
 }
 
 #[test]
@@ -337,4 +339,19 @@ fn a_start_that_cannot_exec_fails_for_good_without_restart() {
     assert!(u["reason"].as_str().unwrap().contains("working_dir"), "{u}");
     assert_eq!(f.stderr().matches("failed to start").count(), 1, "no retries with restart = \"no\"");
     assert_eq!(f.stop(T), 0);
+}
+
+#[test]
+fn stop_order_passes_through_finished_oneshots() {
+    // web requires setup (a oneshot, exited) which requires db: db must
+    // still outlive web at shutdown.
+    let d = TempDir::new("transitive");
+    d.unit("db", "[service]\nshell = \"trap 'if [ -e {dir}/web.stopped ]; then echo after > {dir}/db.saw; else echo before > {dir}/db.saw; fi; exit 0' TERM; echo $$$$ > {dir}/db.pid; while :; do sleep 0.05; done\"\n");
+    d.unit("setup", "[unit]\nrequires = [\"db\"]\n[service]\ntype = \"oneshot\"\ncommand = [\"true\"]\n");
+    d.unit("web", "[unit]\nwants = [\"setup\"]\n[service]\nshell = \"trap 'sleep 0.3; touch {dir}/web.stopped; exit 0' TERM; echo $$$$ > {dir}/web.pid; while :; do sleep 0.05; done\"\n");
+    let mut f = Flowinit::up(&d, Opts::default());
+    read_pid(&d, "web.pid");
+    f.wait_state("setup", "exited");
+    assert_eq!(f.stop(T), 0);
+    assert_eq!(d.read("db.saw").trim(), "after", "db stopped before web finished stopping");
 }

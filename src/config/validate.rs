@@ -423,7 +423,7 @@ fn build_service(
         (ServiceKind::Oneshot, Some(p), _) | (ServiceKind::Oneshot, None, Some(p)) => errors.push(
             file.error(Some(p.span()), "a oneshot is ready when it exits 0: remove [readiness]/[liveness]".into()),
         ),
-        (ServiceKind::Notify, Some(p), _) if p.get_ref().has_kind() => {
+        (ServiceKind::Notify, Some(p), _) if p.get_ref().has_kind() || p.get_ref().has_timing() => {
             errors.push(file.error(
                 Some(p.span()),
                 "a notify unit is ready on READY=1: [readiness] may only set start_timeout".into(),
@@ -532,6 +532,11 @@ fn build_service(
 }
 
 impl raw::RawProbe {
+    /// Keys that only make sense for a probe that is attempted.
+    fn has_timing(&self) -> bool {
+        self.interval.is_some() || self.timeout.is_some() || self.failures.is_some()
+    }
+
     fn has_kind(&self) -> bool {
         self.http.is_some() || self.tcp.is_some() || self.exec.is_some() || self.log.is_some()
     }

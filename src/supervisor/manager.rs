@@ -165,7 +165,8 @@ struct Waiter {
     targets: Vec<(u64, u64, u32)>,
     /// After a stop completes, start these (restart, reload).
     then_start: Vec<u64>,
-    verb: &'static str,
+    /// The answer's first words: "started", "stopped", a reload summary.
+    verb: String,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -252,75 +253,43 @@ impl Manager {
         slot
     }
 
-    /// (Re)creates the unit task of a slot for `unit`; keeps the ring so
-    /// that `logs` spans restarts and reloads.
+    /// (Re)creates the unit task of a slot for `unit` (a service's, or the
+    /// router's); keeps the ring so that `logs` spans restarts and reloads.
     fn attach_task(&mut self, slot: &mut Slot, unit: Unit) {
         slot.unit = Arc::new(unit.clone());
         slot.tx = None;
         slot._log_guard = None;
-        if let (Some(spec), true) = (unit.router.clone(), unit.enabled) {
-            self.attach_router(slot, &unit, spec);
-            return;
-        }
-        let Some(service) = unit.service.clone().filter(|_| unit.enabled) else {
+        if !unit.enabled || (unit.service.is_none() && unit.router.is_none()) {
             let why = format!("disabled (profile {})", unit.profiles.join(", "));
             slot.status = UnitStatus::new(State::Disabled, Some(why));
             return;
-        };
-        let (mut log, guard) = self.unit_log(slot, &unit);
-        log.ready_match = match service.readiness.as_ref().map(|r| &r.kind) {
-            Some(ProbeKind::Log { regex }) => Some(Arc::new(LogMatch::new(regex.clone()))),
-            _ => None,
-        };
-        let (tx, cmds) = mpsc::channel(16);
-        let task = UnitTask {
-            id: slot.id,
-            service: Arc::new(service),
-            log,
-            reaper: self.reaper.clone(),
-            sink: self.sink.clone(),
-            events: self.events_tx.clone(),
-            cmds,
-        };
-        tokio::spawn(task.run());
-        slot.tx = Some(tx);
-        slot._log_guard = guard;
-        slot.status = UnitStatus::new(State::Inactive, None);
-        slot.start_sent = false;
-        slot.stop_sent = false;
-        slot.failed_because = None;
-    }
-
-    fn unit_log(&self, slot: &mut Slot, unit: &Unit) -> (UnitLog, Option<tracing_appender::non_blocking::WorkerGuard>) {
-        let (file, guard) = open_log_file(unit).unzip();
-        let ring = slot.ring.get_or_insert_with(|| Arc::new(RingLog::new(RING_LINES))).clone();
+        }
+        let (file, guard) = open_log_file(&unit).unzip();
         let width = self.prefix_width();
-        let log = UnitLog {
+        let mut log = UnitLog {
             name: unit.name.as_str().into(),
             padded_prefix: format!("{:<width$}", unit.log.prefix).into(),
-            ring,
+            ring: slot.ring.get_or_insert_with(|| Arc::new(RingLog::new(RING_LINES))).clone(),
             file,
             ready_match: None,
         };
-        (log, guard)
-    }
-
-    fn attach_router(&mut self, slot: &mut Slot, unit: &Unit, spec: crate::config::unit::RouterSpec) {
-        let (log, guard) = self.unit_log(slot, unit);
-        let stats = slot.router_stats.get_or_insert_with(Default::default).clone();
         let (tx, cmds) = mpsc::channel(16);
-        let task = RouterTask {
-            id: slot.id,
-            spec: Arc::new(spec),
-            listener: self.opts.listeners.remove(&unit.name),
-            log,
-            sink: self.sink.clone(),
-            events: self.events_tx.clone(),
-            cmds,
-            snapshot: self.snapshot.subscribe(),
-            stats,
-        };
-        tokio::spawn(task.run());
+        let (id, sink, events) = (slot.id, self.sink.clone(), self.events_tx.clone());
+        if let Some(spec) = unit.router.clone() {
+            let stats = slot.router_stats.get_or_insert_with(Default::default).clone();
+            let listener = self.opts.listeners.remove(&unit.name);
+            let snapshot = self.snapshot.subscribe();
+            let task = RouterTask { id, spec: Arc::new(spec), listener, log, sink, events, cmds, snapshot, stats };
+            tokio::spawn(task.run());
+        } else if let Some(service) = unit.service.clone() {
+            log.ready_match = match service.readiness.as_ref().map(|r| &r.kind) {
+                Some(ProbeKind::Log { regex }) => Some(Arc::new(LogMatch::new(regex.clone()))),
+                _ => None,
+            };
+            let reaper = self.reaper.clone();
+            let task = UnitTask { id, service: Arc::new(service), log, reaper, sink, events, cmds };
+            tokio::spawn(task.run());
+        }
         slot.tx = Some(tx);
         slot._log_guard = guard;
         slot.status = UnitStatus::new(State::Inactive, None);
@@ -390,7 +359,7 @@ impl Manager {
                     tokio::spawn(async move {
                         match rx.await {
                             Ok(Ok(summary)) => tracing::info!("reload done: {summary}"),
-                            Ok(Err(e)) => tracing::error!("reload failed, keeping the running units:\n{e}"),
+                            Ok(Err(_)) => {}
                             Err(_) => {}
                         }
                     });
@@ -427,7 +396,7 @@ impl Manager {
             }
             Some(s) => {
                 tracing::warn!(
-                    "{sig} received again: cutting every stop wait to {}",
+                    "{sig} received during shutdown: cutting every stop wait to {}",
                     humantime::format_duration(HURRIED_WAIT)
                 );
                 s.hurried = true;
@@ -509,11 +478,7 @@ impl Manager {
             if slot.want == Want::Run || slot.stop_sent || slot.is_down() {
                 continue;
             }
-            // Dependents that are going down too must be down first;
-            // dependents that keep running do not hold this stop back.
-            let blocked =
-                self.dependents[i].iter().any(|&j| self.slots[j].want != Want::Run && !self.slots[j].is_down());
-            if !blocked {
+            if !self.stop_blocked(i) {
                 cmds.push((i, UnitCmd::Stop { deadline }));
             }
         }
@@ -533,6 +498,30 @@ impl Manager {
             }
         }
         self.apply_replacements_and_removals();
+    }
+
+    /// Dependents that are going down too must be down first; dependents
+    /// that keep running do not hold a stop back. A dependent that is
+    /// already down (a finished oneshot) passes the question on to its own
+    /// dependents: flowise → setup (exited) → postgres still stops flowise
+    /// before postgres.
+    fn stop_blocked(&self, i: usize) -> bool {
+        let mut seen = vec![false; self.slots.len()];
+        let mut todo: Vec<usize> = self.dependents[i].clone();
+        while let Some(j) = todo.pop() {
+            if std::mem::replace(&mut seen[j], true) {
+                continue;
+            }
+            let dep = &self.slots[j];
+            if dep.want == Want::Run {
+                continue;
+            }
+            if !dep.is_down() {
+                return true;
+            }
+            todo.extend(self.dependents[j].iter().copied());
+        }
+        false
     }
 
     /// Reload's second half: swap in new definitions of units that are now
@@ -691,14 +680,14 @@ impl Manager {
             let _ = reply.send(Err("flowinit is shutting down".into()));
             return;
         }
-        type Plan = (Op, Vec<(u64, u64, u32)>, Vec<u64>, &'static str);
+        type Plan = (Op, Vec<(u64, u64, u32)>, Vec<u64>, String);
         let plan: Result<Plan, String> = match request {
             Request::Start(names) => self.resolve(&names).map(|roots| {
                 for i in self.closure(&roots, |i| self.requirements_of(i)) {
                     self.slots[i].rearm();
                 }
                 let targets = roots.iter().map(|&i| self.target(i)).collect();
-                (Op::Start, targets, Vec::new(), "started")
+                (Op::Start, targets, Vec::new(), "started".to_string())
             }),
             Request::Stop(names) => self.resolve(&names).map(|roots| {
                 let set = self.closure(&roots, |i| self.requirers_of(i));
@@ -707,7 +696,7 @@ impl Manager {
                     self.slots[i].held_by_operator = true;
                 }
                 let targets = set.iter().map(|&i| self.target(i)).collect();
-                (Op::Stop, targets, Vec::new(), "stopped")
+                (Op::Stop, targets, Vec::new(), "stopped".to_string())
             }),
             Request::Restart(names) => self.resolve(&names).map(|roots| {
                 let set = self.closure(&roots, |i| self.requirers_of(i));
@@ -716,12 +705,20 @@ impl Manager {
                 }
                 let targets = set.iter().map(|&i| self.target(i)).collect();
                 let then_start = set.iter().map(|&i| self.slots[i].id).collect();
-                (Op::Stop, targets, then_start, "restarted")
+                (Op::Stop, targets, then_start, "restarted".to_string())
             }),
-            Request::Reload => self.reload().map(|(targets, then_start, summary)| {
-                tracing::info!("reload: {summary}");
-                (Op::Stop, targets, then_start, "reloaded")
-            }),
+            Request::Reload => match self.reload() {
+                Ok((targets, then_start, summary)) => {
+                    tracing::info!("reload: {summary}");
+                    Ok((Op::Stop, targets, then_start, summary))
+                }
+                Err(e) => {
+                    for line in e.lines() {
+                        tracing::error!("reload refused, keeping the running units: {line}");
+                    }
+                    Err(e)
+                }
+            },
         };
         match plan {
             Ok((op, targets, then_start, verb)) => self.waiters.push(Waiter { op, targets, then_start, verb, reply }),
@@ -814,8 +811,11 @@ impl Manager {
                         .filter_map(|(id, _, _)| self.slots.iter().find(|s| s.id == *id).map(|s| s.unit.name.clone()))
                         .collect();
                     names.sort();
-                    let msg =
-                        if names.is_empty() { w.verb.to_string() } else { format!("{} {}", w.verb, names.join(", ")) };
+                    let msg = if names.is_empty() || w.verb.contains(':') {
+                        w.verb.clone()
+                    } else {
+                        format!("{} {}", w.verb, names.join(", "))
+                    };
                     let _ = w.reply.send(Ok(msg));
                 }
             }

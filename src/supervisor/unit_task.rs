@@ -202,6 +202,9 @@ impl UnitTask {
                     let far = Instant::now() + Duration::from_secs(86400);
                     let (term, _) = self.terminate(pid, exit, far).await;
                     status.last_exit = term;
+                    if up_since.elapsed() >= svc.restart_delay_max {
+                        failures = 0;
+                    }
                     failures += 1;
                     if svc.restart == crate::config::unit::RestartPolicy::No {
                         tracing::error!("unit {} failed for good (restart = \"no\")", self.name());
@@ -455,14 +458,20 @@ impl UnitTask {
         }
         let own_limit = Instant::now() + svc.stop_timeout;
         let mut kill_at = own_limit.min(deadline);
+        let mut hurried = false;
         let mut term = None;
         let mut timed_out = false;
         while term.is_none() {
             tokio::select! {
                 t = &mut exit => { term = Some(t.ok()); }
                 _ = sleep_until(kill_at.into()) => { timed_out = true; break; }
-                cmd = self.cmds.recv() => if let Some(UnitCmd::Hurry { deadline } | UnitCmd::Stop { deadline }) = cmd {
-                    kill_at = kill_at.min(deadline);
+                cmd = self.cmds.recv() => match cmd {
+                    Some(UnitCmd::Hurry { deadline }) if deadline < kill_at => {
+                        kill_at = deadline;
+                        hurried = true;
+                    }
+                    Some(UnitCmd::Stop { deadline }) => kill_at = kill_at.min(deadline),
+                    _ => {}
                 },
             }
         }
@@ -471,7 +480,9 @@ impl UnitTask {
         }
         let mut reason = None;
         if timed_out {
-            let why = if kill_at < own_limit {
+            let why = if hurried {
+                "the stop was hurried (a second stop signal)".to_string()
+            } else if kill_at < own_limit {
                 BUDGET_RAN_OUT.to_string()
             } else {
                 format!("stop_timeout {} passed", humantime::format_duration(svc.stop_timeout))
