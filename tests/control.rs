@@ -74,8 +74,12 @@ fn status_table_json_and_health_codes() {
     f.wait_state("broken", "failed");
     let crashy = f.wait_state("crashy", "starting");
     assert_eq!(crashy["restarts"], 1);
-    let app = f.wait_state("app", "starting");
-    assert!(app["reason"].as_str().unwrap().starts_with("probe: test exited 1"), "{app}");
+    wait_for("app's first failed probe", T, || {
+        let (_, out, _) = f.ctl(&["status", "--json"]);
+        let v = json(&out);
+        let app = v["units"].as_array()?.iter().find(|u| u["name"] == "app")?.clone();
+        app["reason"].as_str()?.starts_with("probe: test exited 1").then_some(())
+    });
     let (code, table, _) = f.ctl(&["status"]);
     assert_eq!(code, 3, "not every unit is ready: health code 3");
     insta::assert_snapshot!("status_table", normalize(&table));

@@ -86,6 +86,9 @@ pub struct UnitReport {
     pub restarts: u32,
     /// RFC 3339: when the unit entered its state.
     pub since: String,
+    /// RFC 3339: when its current process started (null without one).
+    #[serde(default)]
+    pub started_at: Option<String>,
     pub reason: Option<String>,
     pub description: Option<String>,
     /// simple | oneshot | notify | null for disabled units

@@ -53,8 +53,8 @@ pub fn table(report: &StatusReport, now: SystemTime, color: bool) -> String {
         .units
         .iter()
         .map(|u| {
-            let uptime = match u.pid {
-                Some(_) => age(&u.since, now).map(short_duration).unwrap_or_else(|| "-".into()),
+            let uptime = match &u.started_at {
+                Some(t) => age(t, now).map(short_duration).unwrap_or_else(|| "-".into()),
                 None => "-".into(),
             };
             let ready = match (u.state.as_str(), u.ready) {

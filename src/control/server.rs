@@ -218,6 +218,7 @@ pub fn report(v: &UnitView, log_lines: usize) -> UnitReport {
         ready: s.state.is_up(),
         restarts: s.restarts,
         since: rfc(s.since),
+        started_at: s.pid.and(s.started_at).map(rfc),
         reason: s.reason.clone(),
         description: u.description.clone(),
         kind: svc

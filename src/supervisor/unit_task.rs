@@ -49,6 +49,8 @@ pub struct UnitStatus {
     pub status_text: Option<String>,
     /// `MAINPID=` from a notify unit.
     pub main_pid: Option<Pid>,
+    /// When the current process was started (for uptime).
+    pub started_at: Option<SystemTime>,
 }
 
 impl UnitStatus {
@@ -65,6 +67,7 @@ impl UnitStatus {
             probe_ok_at: None,
             status_text: None,
             main_pid: None,
+            started_at: None,
         }
     }
 }
@@ -183,6 +186,7 @@ impl UnitTask {
             status.probe_error = None;
             status.status_text = None;
             status.main_pid = None;
+            status.started_at = Some(SystemTime::now());
             self.report(status, up_state, Some(pid), None).await;
             let up_since = Instant::now();
             let mut exit = child.exit;
