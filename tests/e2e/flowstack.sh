@@ -30,6 +30,9 @@
 # Output: one line per check (PASS/FAIL/PENDING), timings, and a final line
 # "N passed, M failed". Exit 0 only if every check passed.
 
+# The checks pass values to `bash -c '...'` as positional arguments on
+# purpose; the single quotes are not a mistake.
+# shellcheck disable=SC2016
 set -uo pipefail
 
 # ---- overall time limit -------------------------------------------------
@@ -107,10 +110,10 @@ summary() {
 }
 
 child_of() { # the first child of a pid (unshare -f forks flowinit)
-  local c
+  local c first _rest
   c=$(cat "/proc/$1/task/$1/children" 2>/dev/null) || return 0
-  set -- $c
-  printf '%s' "${1:-}"
+  read -r first _rest <<<"$c"
+  printf '%s' "${first:-}"
 }
 
 die() { say "SETUP ERROR: $*"; FAILED=$((FAILED + 1)); summary; exit 1; }
@@ -160,9 +163,9 @@ if ! have_flowise; then
     "flowise@$FLOWISE_VERSION" "flowise-ui@$FLOWISE_VERSION" "flowise-components@$FLOWISE_VERSION" \
     >"$CACHE/install.log" 2>&1) || die "npm install failed (see $CACHE/install.log)"
   have_flowise || die "npm install did not leave flowise $FLOWISE_VERSION in $MODULES"
+  chmod -R a+rX "$CACHE" # the services run as user node
   say "npm install took $(elapsed "$t") s"
 fi
-chmod -R a+rX "$CACHE" 2>/dev/null || true
 
 # ---- flowinit -----------------------------------------------------------
 if [ -n "${FLOWINIT_BIN:-}" ]; then
@@ -234,12 +237,17 @@ http_code() {
   curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$@" "$url" 2>/dev/null || true
 }
 
-# wait_http URL SECONDS -> 0 when 200 within the time
+# wait_http URL SECONDS -> 0 when 200 within the time; SEEN_CODES lists
+# the other status codes answered on the way
+SEEN_CODES=""
 wait_http() {
-  local url=$1 secs=$2 start
+  local url=$1 secs=$2 start code
   start=$(date +%s)
+  SEEN_CODES=""
   while [ $(($(date +%s) - start)) -lt "$secs" ]; do
-    [ "$(http_code "$url")" = 200 ] && return 0
+    code=$(http_code "$url")
+    [ "$code" = 200 ] && return 0
+    case " $SEEN_CODES " in *" $code "*) ;; *) SEEN_CODES="$SEEN_CODES $code" ;; esac
     flowinit_alive || return 1
     sleep 0.2
   done
@@ -385,6 +393,10 @@ else
   PING1=never
   fail "ping 200 via $API within 240 s"
   tail -40 "$LOG1"
+fi
+if [ "$ROUTER" = 1 ]; then
+  check "router answered 503 (not a refused connection) while core was starting (seen:$SEEN_CODES)" \
+    bash -c 'case " $1 " in *" 503 "*) exit 0 ;; *) exit 1 ;; esac' _ "$SEEN_CODES"
 fi
 router_check "UI index page 200 text/html" html_ok "$UI/"
 router_check "UI deep link /chatflows 200 text/html" html_ok "$UI/chatflows"
