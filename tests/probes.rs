@@ -104,6 +104,7 @@ fn start_timeout_fails_the_start_and_counts_toward_the_limit() {
     dependent(&d, "never");
     let mut f = Flowinit::up(&d, Opts::default());
     f.wait_log("unit never failed for good", T);
+    f.wait_log("unit dependent: not starting: required unit never failed", T);
     let err = f.stderr();
     assert!(
         err.contains(&format!(

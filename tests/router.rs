@@ -126,8 +126,10 @@ fn routes_503_while_starting_then_proxies_and_502s() {
     assert_eq!(r.json()["detail"], "connection refused");
     let (_, details, _) = s.f.ctl(&["status", "router"]);
     assert!(details.contains("answered 503 (unit not ready)") && details.contains("1 upstream errors"), "{details}");
-    let log = s.f.stdout();
-    assert!(log.lines().any(|l| l.starts_with("router ") && l.contains("GET /echo 503")), "{log}");
+    // The access log is written asynchronously.
+    wait_for("the 503 in the access log", T, || {
+        s.f.stdout().lines().any(|l| l.starts_with("router ") && l.contains("GET /echo 503")).then_some(())
+    });
     assert_eq!(s.f.stop(T), 0);
 }
 
@@ -137,10 +139,10 @@ fn headers_hop_by_hop_dropped_and_forwarded_set() {
     s.ready();
     let r = send(
         s.port,
-        "GET /echo HTTP/1.1\r\nHost: h.test\r\nConnection: close, X-Drop-Me\r\nX-Drop-Me: secret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\nX-Forwarded-For: 6.6.6.6\r\nX-Kept: yes\r\n\r\n",
+        "GET /echo HTTP/1.1\r\nHost: h.test\r\nConnection: close, X-Drop-Me\r\nX-Drop-Me: secret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nX-Kept: yes\r\n\r\n",
     );
     let h = &r.json()["headers"];
-    for gone in ["x-drop-me", "keep-alive", "te", "proxy-authorization"] {
+    for gone in ["x-drop-me", "keep-alive", "te", "proxy-authorization", "forwarded", "x-real-ip"] {
         assert!(h.get(gone).is_none(), "{gone} was forwarded: {h}");
     }
     assert_eq!(h["x-kept"], "yes");
@@ -339,5 +341,27 @@ fn request_smuggling_is_refused_or_reframed() {
     assert_eq!(r.status, 400, "{}", r.head);
     // The backend saw no smuggled request.
     assert!(!s.f.stdout().contains("/echo/smuggled"), "{}", s.f.stdout());
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn an_upgrade_to_a_silent_upstream_gets_a_502_in_time() {
+    // An upstream that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let extra = format!("[[router.routes]]\nprefix = \"/silent/\"\nupstream = \"http://127.0.0.1:{port}\"\n");
+    let mut s = stack("silentup", "0", "upstream_timeout = \"1s\"", &extra);
+    s.ready();
+    for (what, req) in [
+        ("plain", "GET /silent/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        ("upgrade", "GET /silent/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n"),
+    ] {
+        let start = Instant::now();
+        let r = send(s.port, req);
+        assert_eq!(r.status, 502, "{what}: {}", r.head);
+        assert_eq!(r.json()["detail"], "no response within 1s", "{what}");
+        assert!(start.elapsed() < Duration::from_secs(10), "{what}");
+    }
+    drop(silent);
     assert_eq!(s.f.stop(T), 0);
 }

@@ -28,6 +28,12 @@ pub fn prefix_width() -> usize {
 pub fn init(sink: LogSink) {
     let level = std::env::var("FLOWINIT_LOG_LEVEL").ok().and_then(|l| l.parse::<Level>().ok()).unwrap_or(Level::INFO);
     let format = sink.format;
+    // Panics are bugs; they go to the log like any other event (with the
+    // thread, so a unit task's can be told apart) and the rest keeps going.
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        tracing::error!("internal error (a bug) in thread {thread}: {info}");
+    }));
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
         .event_format(EventFormat { format })

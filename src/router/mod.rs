@@ -271,9 +271,13 @@ async fn tunnel(r: &Router, route: &Route, mut req: Request<Incoming>) -> Respon
         let _ = conn.with_upgrades().await;
     });
     let client_side = hyper::upgrade::on(&mut req);
-    let mut res = match sender.send_request(req).await {
-        Ok(res) => res,
-        Err(e) => return bad_gateway(r, route, describe(&e)),
+    let mut res = match tokio::time::timeout(r.spec.upstream_timeout, sender.send_request(req)).await {
+        Ok(Ok(res)) => res,
+        Ok(Err(e)) => return bad_gateway(r, route, describe(&e)),
+        Err(_) => {
+            let waited = humantime::format_duration(r.spec.upstream_timeout);
+            return bad_gateway(r, route, format!("no response within {waited}"));
+        }
     };
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_side = hyper::upgrade::on(&mut res);

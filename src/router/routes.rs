@@ -89,9 +89,19 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
+/// Client-supplied forwarding headers we do not set ourselves: dropped
+/// unless the client is a trusted proxy, so nobody can claim another IP.
+const UNTRUSTED_FORWARDING: [&str; 4] = ["forwarded", "x-real-ip", "x-forwarded-port", "x-forwarded-prefix"];
+
 /// Sets X-Forwarded-For/-Proto/-Host. Untrusted clients' values are
-/// replaced; behind a trusted proxy the peer is appended to its list.
+/// replaced (and other forwarding headers dropped); behind a trusted proxy
+/// the peer is appended to its list.
 pub fn set_forwarded(headers: &mut HeaderMap, peer: std::net::IpAddr, trust: bool) {
+    if !trust {
+        for h in UNTRUSTED_FORWARDING {
+            headers.remove(h);
+        }
+    }
     let xff = HeaderName::from_static("x-forwarded-for");
     let proto = HeaderName::from_static("x-forwarded-proto");
     let xhost = HeaderName::from_static("x-forwarded-host");
@@ -198,8 +208,11 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         h.insert(HOST, HeaderValue::from_static("example.com"));
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
         let mut untrusted = h.clone();
         set_forwarded(&mut untrusted, peer, false);
+        assert!(untrusted.get("forwarded").is_none() && untrusted.get("x-real-ip").is_none());
         assert_eq!(untrusted.get("x-forwarded-for").unwrap(), "10.1.2.3");
         assert_eq!(untrusted.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(untrusted.get("x-forwarded-host").unwrap(), "example.com");

@@ -921,6 +921,17 @@ fn describe_wait(name: &str, dep: &Slot) -> String {
     }
 }
 
+/// Last resort after an internal error: SIGTERM to every descendant, SIGKILL
+/// to what is left after `grace`.
+pub async fn kill_everything(grace: Duration) {
+    kill_descendants(Signal::TERM);
+    let until = Instant::now() + grace;
+    while Instant::now() < until && !tree::descendants().is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kill_descendants(Signal::KILL);
+}
+
 fn kill_descendants(sig: Signal) -> usize {
     tree::descendants().into_iter().filter(|p| matches!(p.signal(sig), Ok(true))).count()
 }

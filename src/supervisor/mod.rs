@@ -31,5 +31,16 @@ pub async fn run(
     let (manager, handle, snapshot) = manager::Manager::new(set, opts, &reaper, &sink);
     serve(handle, snapshot);
     tracing::info!("starting {active} of {total} units");
-    manager.run().await
+    // A panic is a bug, but PID 1 must outlive it: a panicking unit task
+    // dies alone (the release profile unwinds); if the manager itself
+    // panicked, nothing would supervise anymore, so stop everything and exit
+    // 1 for the orchestrator to replace the container.
+    match tokio::spawn(manager.run()).await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("flowinit's supervisor crashed ({e}); stopping every process and exiting 1");
+            manager::kill_everything(std::time::Duration::from_secs(2)).await;
+            1
+        }
+    }
 }
