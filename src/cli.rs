@@ -11,7 +11,9 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "flowinit", version, about = "A container init and service supervisor driven by TOML unit files")]
 #[command(args_conflicts_with_subcommands = true)]
-#[command(after_help = "Single-command mode (a drop-in for tini / docker --init):\n  flowinit -- CMD [ARG]...   run CMD, forward signals, reap zombies, exit with its status")]
+#[command(
+    after_help = "Single-command mode (a drop-in for tini / docker --init):\n  flowinit -- CMD [ARG]...   run CMD, forward signals, reap zombies, exit with its status"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

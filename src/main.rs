@@ -119,8 +119,7 @@ fn up(args: UpArgs) -> u8 {
     let mut listeners = std::collections::HashMap::new();
     for unit in set.units.iter().filter(|u| u.enabled) {
         let Some(spec) = &unit.router else { continue };
-        let bound = std::net::TcpListener::bind(spec.listen).and_then(|l| l.set_nonblocking(true).map(|()| l));
-        match bound {
+        match router::bind(spec.listen) {
             Ok(l) => {
                 listeners.insert(unit.name.clone(), l);
             }

@@ -29,7 +29,8 @@ pub struct Unit {
     pub enabled: bool,
     /// Present for every enabled unit; disabled units are not resolved
     /// (their programs and users may not exist on this machine).
-    pub service: Option<Service>,
+    /// Shared with the unit task (a service's env can be large: one copy).
+    pub service: Option<std::sync::Arc<Service>>,
     /// Present for a router unit (instead of `service`).
     pub router: Option<RouterSpec>,
     pub log: LogSpec,
@@ -191,5 +192,8 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_LIVENESS_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_LIVENESS_FAILURES: u32 = 3;
 pub const DEFAULT_ROUTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-pub const DEFAULT_ROUTER_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Also how long an idle keep-alive connection stays open: above the 60 s
+/// idle timeout of AWS load balancers, so they never reuse a connection
+/// the router is just closing (which they answer with a 502).
+pub const DEFAULT_ROUTER_HEADER_TIMEOUT: Duration = Duration::from_secs(75);
 pub const DEFAULT_ROUTER_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(300);

@@ -232,7 +232,7 @@ fn build_unit<'a>(
             profiles,
             critical: u.critical,
             enabled,
-            service: if enabled { service } else { None },
+            service: if enabled { service.map(std::sync::Arc::new) } else { None },
             router,
             log,
         },
@@ -674,7 +674,7 @@ fn parse_http_url(url: &str) -> Result<(String, String, String), String> {
     let rest = match url.strip_prefix("http://") {
         Some(r) => r,
         None if url.starts_with("https://") => {
-            return Err(format!("{url:?}: https probes are not supported; probe the service's plain http port"))
+            return Err(format!("{url:?}: https is not supported here; use the service's plain http port"))
         }
         None => return Err(format!("invalid http probe URL {url:?}: expected http://host:port/path")),
     };

@@ -10,11 +10,14 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::io::AsyncReadExt;
 
 /// Longer lines are cut into pieces of this size.
 pub const MAX_LINE: usize = 64 * 1024;
-const READ_CHUNK: usize = 64 * 1024;
+/// One read; also the pipe's capacity (see [`PIPE_BYTES`]).
+const READ_CHUNK: usize = 256 * 1024;
+/// Pipe capacity asked for: a flooding service blocks less often, and each
+/// wake-up carries more lines.
+pub const PIPE_BYTES: i32 = 256 * 1024;
 
 /// Everything a forwarder needs to know about its unit.
 #[derive(Clone)]
@@ -30,33 +33,42 @@ pub struct UnitLog {
 }
 
 pub async fn forward(pipe: OwnedFd, stream: Stream, unit: UnitLog, sink: LogSink) {
-    let mut pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
+    let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!("unit {}: cannot read its {}: {e}", unit.name, stream.as_str());
             return;
         }
     };
-    let mut buf = vec![0u8; READ_CHUNK];
     let mut splitter = LineSplitter::new(MAX_LINE);
-    loop {
-        let n = match pipe.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                tracing::warn!("unit {}: reading its {} failed: {e}", unit.name, stream.as_str());
-                break;
-            }
-        };
-        let chunk = &buf[..n];
-        // Only the last lines of a chunk can survive in the ring: skip
-        // allocating for the others.
-        let lines = memchr::memchr_iter(b'\n', chunk).count();
-        let keep_from = lines.saturating_sub(unit.ring.capacity());
-        let mut batch = Batch::new(&unit, stream, sink.format, n, keep_from);
-        splitter.push(chunk, &mut |line| batch.line(line));
-        batch.flush(&sink).await;
+    'stream: loop {
+        // Wait without a buffer: an idle unit costs no read memory (200
+        // units would otherwise hold 25 MiB of empty buffers).
+        if let Err(e) = pipe.readable().await {
+            tracing::warn!("unit {}: waiting on its {} failed: {e}", unit.name, stream.as_str());
+            break;
+        }
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = match pipe.try_read(&mut buf) {
+                Ok(0) => break 'stream,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue 'stream,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!("unit {}: reading its {} failed: {e}", unit.name, stream.as_str());
+                    break 'stream;
+                }
+            };
+            let chunk = &buf[..n];
+            // Only the last lines of a chunk can survive in the ring: skip
+            // allocating for the others.
+            let lines = memchr::memchr_iter(b'\n', chunk).count();
+            let keep_from = lines.saturating_sub(unit.ring.capacity());
+            let mut batch = Batch::new(&unit, stream, sink.format, n, keep_from);
+            splitter.push(chunk, &mut |line| batch.line(line));
+            batch.flush(&sink).await;
+        }
     }
     let mut batch = Batch::new(&unit, stream, sink.format, 0, 0);
     splitter.finish(&mut |line| batch.line(line));

@@ -26,7 +26,9 @@ pub struct RingLog {
 
 impl RingLog {
     pub fn new(cap: usize) -> RingLog {
-        RingLog { cap, lines: Mutex::new(VecDeque::with_capacity(cap.min(64))), last: watch::Sender::new(0) }
+        // Grows on first use: most units log little, and 200 idle units
+        // should not reserve 200 rings.
+        RingLog { cap, lines: Mutex::new(VecDeque::new()), last: watch::Sender::new(0) }
     }
 
     fn locked(&self) -> MutexGuard<'_, VecDeque<(u64, LogLine)>> {

@@ -33,6 +33,23 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Seconds a client is told to wait while a unit starts.
 const RETRY_AFTER_SECS: &str = "2";
 
+/// Connections the kernel may queue before we accept them; std's default
+/// of 128 drops SYNs under a burst of a few hundred clients.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Binds a router's listen socket (non-blocking, SO_REUSEADDR, a deep
+/// backlog). Called before anything starts, and again for a later start.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
+    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(addr))?;
+    let backlog = Backlog::new(LISTEN_BACKLOG).map_err(std::io::Error::from)?;
+    socket::listen(&fd, backlog)?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
 /// Counters shown by `flowinit status router`.
 #[derive(Debug, Default)]
 pub struct RouterStats {

@@ -287,7 +287,7 @@ impl Manager {
                 _ => None,
             };
             let reaper = self.reaper.clone();
-            let task = UnitTask { id, service: Arc::new(service), log, reaper, sink, events, cmds };
+            let task = UnitTask { id, service, log, reaper, sink, events, cmds };
             tokio::spawn(task.run());
         }
         slot.tx = Some(tx);

@@ -58,7 +58,7 @@ impl RouterTask {
         let addr = self.spec.listen;
         let bound = match self.listener.take() {
             Some(l) => Ok(l),
-            None => std::net::TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)),
+            None => crate::router::bind(addr),
         };
         let listener = match bound.and_then(tokio::net::TcpListener::from_std) {
             Ok(l) => l,

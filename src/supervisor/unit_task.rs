@@ -391,6 +391,10 @@ impl UnitTask {
         }
         let (out_r, out_w) = std::io::pipe()?;
         let (err_r, err_w) = std::io::pipe()?;
+        for p in [&out_r, &err_r] {
+            // Best effort: the default 64 KiB works too, just with more wake-ups.
+            let _ = nix::fcntl::fcntl(p, nix::fcntl::FcntlArg::F_SETPIPE_SZ(crate::logs::forward::PIPE_BYTES));
+        }
         let spec = SpawnSpec {
             program: svc.program.clone(),
             argv: svc.argv.iter().map(OsString::from).collect(),
