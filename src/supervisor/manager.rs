@@ -174,6 +174,8 @@ pub struct Manager {
     slots: Vec<Slot>,
     /// dependents[i]: units ordered after unit i (any kind of edge).
     dependents: Vec<Vec<usize>>,
+    /// Slot index by unit name; rebuilt with `dependents`.
+    by_name: std::collections::HashMap<String, usize>,
     next_id: u64,
     events_tx: mpsc::Sender<UnitEvent>,
     events: mpsc::Receiver<UnitEvent>,
@@ -199,6 +201,7 @@ impl Manager {
         let mut m = Manager {
             slots: Vec::new(),
             dependents: Vec::new(),
+            by_name: std::collections::HashMap::new(),
             next_id: 0,
             events_tx,
             events,
@@ -298,21 +301,25 @@ impl Manager {
         slot.failed_because = None;
     }
 
-    /// Recomputes the reverse edges after the set of slots changed.
+    /// Recomputes the name index and the reverse edges after the set of
+    /// slots changed.
     fn relink(&mut self) {
-        let index_of = |name: &str| self.slots.iter().position(|s| s.unit.name == name);
-        self.dependents = (0..self.slots.len())
-            .map(|i| {
-                self.slots
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| {
-                        s.unit.ordering_deps().chain(s.unit.routed_units()).any(|d| index_of(d) == Some(i))
-                    })
-                    .map(|(j, _)| j)
-                    .collect()
-            })
-            .collect();
+        self.by_name = self.slots.iter().enumerate().map(|(i, s)| (s.unit.name.clone(), i)).collect();
+        let mut dependents = vec![Vec::new(); self.slots.len()];
+        for (j, s) in self.slots.iter().enumerate() {
+            let mut deps: Vec<usize> = s
+                .unit
+                .ordering_deps()
+                .chain(s.unit.routed_units())
+                .filter_map(|d| self.by_name.get(d).copied())
+                .collect();
+            deps.sort_unstable();
+            deps.dedup();
+            for i in deps {
+                dependents[i].push(j);
+            }
+        }
+        self.dependents = dependents;
     }
 
     fn publish(&self) {
@@ -445,7 +452,7 @@ impl Manager {
     }
 
     fn index(&self, name: &str) -> Option<usize> {
-        self.slots.iter().position(|s| s.unit.name == name)
+        self.by_name.get(name).copied()
     }
 
     /// Sends whatever commands the current states allow.
