@@ -97,6 +97,8 @@ struct Batch<'a> {
     file_copy: Vec<u8>,
     index: usize,
     keep_from: usize,
+    /// The lines that go to the ring, pushed at once in `flush`.
+    kept: Vec<LogLine>,
 }
 
 impl<'a> Batch<'a> {
@@ -112,6 +114,7 @@ impl<'a> Batch<'a> {
             file_copy: Vec::new(),
             index: 0,
             keep_from,
+            kept: Vec::new(),
         }
     }
 
@@ -144,12 +147,15 @@ impl<'a> Batch<'a> {
             m.offer(&text);
         }
         if self.index >= self.keep_from {
-            self.unit.ring.push(LogLine { ts: self.now, stream: self.stream, text: text.into_owned() });
+            self.kept.push(LogLine { ts: self.now, stream: self.stream, text: text.into_owned() });
         }
         self.index += 1;
     }
 
     async fn flush(self, sink: &LogSink) {
+        if !self.kept.is_empty() {
+            self.unit.ring.push_all(self.kept);
+        }
         if let (Some(file), false) = (&self.unit.file, self.file_copy.is_empty()) {
             let mut file = file.clone();
             if let Err(e) = file.write_all(&self.file_copy) {

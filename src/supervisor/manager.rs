@@ -371,7 +371,15 @@ impl Manager {
                         }
                     });
                 }
-                Some(ev) = self.events.recv() => self.on_event(ev),
+                                Some(ev) = self.events.recv() => {
+                    self.on_event(ev);
+                    // Take everything already queued before one pass over
+                    // the units and one snapshot: 200 units starting at once
+                    // would otherwise cost 200 passes.
+                    while let Ok(ev) = self.events.try_recv() {
+                        self.on_event(ev);
+                    }
+                }
                 Some(msg) = self.control.recv() => self.on_request(msg.request, msg.reply),
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
                     return self.budget_spent().await;
