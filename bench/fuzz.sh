@@ -87,16 +87,17 @@ for t in "${targets[@]}"; do
         ${FUZZ_ARGS:-} </dev/null >>"$log" 2>&1 || true
     crashes=$(find "$fuzz/artifacts/$t" -type f -newer "$stamp" | wc -l)
 
+    # Every figure may be missing (a crash while loading the corpus).
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
     if [[ -z $execs ]]; then
         # Stopped by a crash before the final stats: the last status line.
-        execs=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
-        rate=$(grep -o 'exec/s: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+        execs=$({ grep -o '^#[0-9]*' "$log" || true; } | tail -1 | tr -d '#')
+        rate=$({ grep -o 'exec/s: [0-9]*' "$log" || true; } | tail -1 | cut -d' ' -f2)
     fi
     # libFuzzer's live corpus (seeds included); fuzz/work/ also keeps
     # inputs that later ones superseded.
-    corpus=$(grep -o 'corp: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+    corpus=$({ grep -o 'corp: [0-9]*' "$log" || true; } | tail -1 | cut -d' ' -f2)
     line=$(printf '%-16s %12s execs %8s exec/s  corpus %6s  crashes %s  regressions failing %s' \
         "$t" "${execs:-?}" "${rate:-?}" "${corpus:-?}" "$crashes" "$regressed")
     summary+=("$line")

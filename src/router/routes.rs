@@ -39,12 +39,8 @@ const HOP_BY_HOP: [&str; 8] = [
 /// anything), then the fixed hop-by-hop set. `Upgrade` goes too unless this
 /// is an upgrade being passed through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
         .filter(|n| !(keep_upgrade && *n == UPGRADE))
         .collect();
     for n in named {
@@ -79,14 +75,21 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), (hyper::StatusCode, &'st
     }
 }
 
+/// The comma-separated tokens of every `Connection` value, as bytes: a
+/// value with an obs-text byte must still have its other tokens honoured
+/// (found by fuzzing: `Connection: x-secret, \xac` forwarded X-Secret).
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
 /// True for a request that asks to switch protocols (WebSocket and others).
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE)
-        && headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+    headers.contains_key(UPGRADE) && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
 }
 
 /// Client-supplied forwarding headers we do not set ourselves: dropped
@@ -168,6 +171,15 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn connection_values_with_obs_text_still_strip_what_they_name() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_bytes(b"x-secret, \xac").unwrap());
+        h.insert("x-secret", HeaderValue::from_static("leaked"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-secret").is_none());
     }
 
     #[test]
