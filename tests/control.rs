@@ -173,7 +173,7 @@ fn start_reports_a_unit_that_does_not_come_up() {
     assert!(err.contains("unit flaky failed: exited 9"), "{err}");
     // Without readiness, started means running (as with systemd's simple).
     d.unit("flaky", "[service]\nshell = \"[ -e {dir}/ok ] && exec sleep 1000; exit 9\"\nrestart = \"no\"\n");
-        std::fs::write(d.file("ok"), "").unwrap();
+    std::fs::write(d.file("ok"), "").unwrap();
     assert_eq!(f.ctl(&["reload"]).0, 0);
     assert_eq!(f.ctl(&["start", "flaky"]), (0, "started flaky\n".to_string(), String::new()));
     assert_eq!(f.stop(T), 0);
