@@ -874,16 +874,21 @@ impl Manager {
     /// The budget is spent: SIGKILL whatever is left, name who used it up.
     async fn budget_spent(&mut self) -> u8 {
         let code = self.shutdown.as_ref().map_or(0, |s| s.code);
-        let late: Vec<&str> = self
-            .slots
-            .iter()
-            .filter(|s| !s.is_down() || s.status.killed_at_deadline)
-            .map(|s| s.unit.name.as_str())
-            .collect();
+        // The units that used the budget up were signalled and did not stop;
+        // the others were still waiting for their dependents to stop first.
+        let names = |f: &dyn Fn(&Slot) -> bool| {
+            let v: Vec<&str> = self.slots.iter().filter(|s| f(s)).map(|s| s.unit.name.as_str()).collect();
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        let late = names(&|s| (s.stop_sent && !s.is_down()) || s.status.killed_at_deadline);
+        let waiting = names(&|s| !s.stop_sent && !s.is_down());
         tracing::error!(
-            "shutdown budget of {} spent; still stopping: {}; sending SIGKILL to everything left",
+            "shutdown budget of {} spent; still stopping: {late}; not yet signalled (waiting for dependents): {waiting}; sending SIGKILL to everything left",
             humantime::format_duration(self.opts.shutdown_timeout),
-            if late.is_empty() { "none".to_string() } else { late.join(", ") }
         );
         let now = Instant::now();
         for slot in self.slots.iter().filter(|s| !s.is_down()) {
