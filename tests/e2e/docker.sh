@@ -57,19 +57,8 @@ BASE_IMAGE=flowinit-test-base:latest
 IMAGE=flowinit-test:latest
 SKIP_RC=77
 
-PASSED=0
-FAILED=0
-T0=$(date +%s.%N)
-
-say() { printf '%s\n' "$*"; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-pass() { PASSED=$((PASSED + 1)); say "PASS  $*"; }
-fail() { FAILED=$((FAILED + 1)); say "FAIL  $*"; }
-check() { # check "description" command...
-  local d=$1; shift
-  if "$@"; then pass "$d"; else fail "$d"; fi
-}
+# shellcheck source=tests/e2e/lib.sh
+source "$REPO/tests/e2e/lib.sh"
 
 # ---- cleanup ------------------------------------------------------------
 TMP=""

@@ -52,21 +52,10 @@ ADMIN_EMAIL=admin@example.com
 ADMIN_PASSWORD="E2e-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')-Pw9!"
 DB_PASSWORD="db-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
 
-PASSED=0
-FAILED=0
+# shellcheck source=tests/e2e/lib.sh
+source "$REPO/tests/e2e/lib.sh"
 PENDING=0
-T0=$(date +%s.%N)
-
-say() { printf '%s\n' "$*"; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-pass() { PASSED=$((PASSED + 1)); say "PASS  $*"; }
-fail() { FAILED=$((FAILED + 1)); say "FAIL  $*"; }
 pending() { PENDING=$((PENDING + 1)); say "PENDING  $*"; }
-check() { # check "description" command...
-  local d=$1; shift
-  if "$@"; then pass "$d"; else fail "$d"; fi
-}
 
 # ---- cleanup ------------------------------------------------------------
 TMP=""
