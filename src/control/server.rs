@@ -107,7 +107,7 @@ pub fn serve(bound: Bound, handle: Handle, snapshot: watch::Receiver<Snapshot>) 
 }
 
 /// Keeps the socket file until flowinit exits.
-pub struct BoundGuard(#[allow(dead_code)] Bound);
+pub struct BoundGuard(#[expect(dead_code, reason = "held only for its Drop, which removes the socket file")] Bound);
 
 async fn write(stream: &mut UnixStream, r: &Response) -> io::Result<()> {
     let mut line = serde_json::to_vec(r).map_err(io::Error::other)?;

@@ -158,11 +158,13 @@ enum Op {
     Stop,
 }
 
+/// (slot id, generation at request time, restarts at request time)
+type Target = (u64, u64, u32);
+
 /// A control request waiting for its units to get where they were sent.
 struct Waiter {
     op: Op,
-    /// (slot id, generation at request time, restarts at request time)
-    targets: Vec<(u64, u64, u32)>,
+    targets: Vec<Target>,
     /// After a stop completes, start these (restart, reload).
     then_start: Vec<u64>,
     /// The answer's first words: "started", "stopped", a reload summary.
@@ -685,7 +687,7 @@ impl Manager {
         self.slots.iter().enumerate().filter(|(_, s)| s.unit.requires.contains(name)).map(|(j, _)| j).collect()
     }
 
-    fn target(&self, i: usize) -> (u64, u64, u32) {
+    fn target(&self, i: usize) -> Target {
         let s = &self.slots[i];
         (s.id, s.generation, s.status.restarts)
     }
@@ -695,7 +697,7 @@ impl Manager {
             let _ = reply.send(Err("flowinit is shutting down".into()));
             return;
         }
-        type Plan = (Op, Vec<(u64, u64, u32)>, Vec<u64>, String);
+        type Plan = (Op, Vec<Target>, Vec<u64>, String);
         let plan: Result<Plan, String> = match request {
             Request::Start(names) => self.resolve(&names).map(|roots| {
                 for i in self.closure(&roots, |i| self.requirements_of(i)) {
@@ -746,8 +748,7 @@ impl Manager {
     /// Validates the units dir again and, if valid, marks the differences:
     /// removed units to remove, changed units to replace, new units to add.
     /// Returns the stop targets, the units to start afterwards, a summary.
-    #[allow(clippy::type_complexity)]
-    fn reload(&mut self) -> Result<(Vec<(u64, u64, u32)>, Vec<u64>, String), String> {
+    fn reload(&mut self) -> Result<(Vec<Target>, Vec<u64>, String), String> {
         let ctx = LoadContext::from_process(self.opts.profiles.clone(), false);
         let set = crate::config::load_dir(&self.opts.units_dir, &ctx)
             .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
