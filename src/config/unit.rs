@@ -142,9 +142,8 @@ pub struct Service {
     pub program: PathBuf,
     pub working_dir: Option<PathBuf>,
     pub credentials: Option<Credentials>,
-    /// The full environment of the child, in order. Values are secrets:
-    /// never print them.
-    pub env: Vec<(OsString, OsString)>,
+    /// The child's environment. Values are secrets: never print them.
+    pub env: Env,
     pub restart: RestartPolicy,
     pub restart_delay: Duration,
     pub restart_delay_max: Duration,
@@ -163,6 +162,30 @@ impl Service {
     /// started (a probe or READY=1).
     pub fn waits_for_ready(&self) -> bool {
         self.readiness.is_some() || self.kind == ServiceKind::Notify
+    }
+}
+
+/// A child's environment: flowinit's own (one copy shared by every unit of
+/// a load: 200 units would otherwise hold 200 copies), then the unit's
+/// additions (user's HOME/USER, env_file, env), which win.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Env {
+    pub inherited: std::sync::Arc<Vec<(OsString, OsString)>>,
+    pub own: Vec<(OsString, OsString)>,
+}
+
+impl Env {
+    pub fn get(&self, key: &str) -> Option<&OsString> {
+        fn find<'a>(v: &'a [(OsString, OsString)], key: &str) -> Option<&'a OsString> {
+            v.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
+        }
+        find(&self.own, key).or_else(|| find(&self.inherited, key))
+    }
+
+    /// Every variable once, the unit's own value where it sets one.
+    pub fn to_vec(&self) -> Vec<(OsString, OsString)> {
+        let own = |k: &OsString| self.own.iter().any(|(o, _)| o == k);
+        self.inherited.iter().filter(|(k, _)| !own(k)).chain(&self.own).cloned().collect()
     }
 }
 
@@ -197,3 +220,22 @@ pub const DEFAULT_ROUTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// the router is just closing (which they answer with a 502).
 pub const DEFAULT_ROUTER_HEADER_TIMEOUT: Duration = Duration::from_secs(75);
 pub const DEFAULT_ROUTER_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_variables_win_and_appear_once() {
+        let pair = |k: &str, v: &str| (OsString::from(k), OsString::from(v));
+        let env = Env {
+            inherited: std::sync::Arc::new(vec![pair("PATH", "/bin"), pair("HOME", "/root"), pair("LANG", "C")]),
+            own: vec![pair("HOME", "/home/node"), pair("PORT", "3001")],
+        };
+        assert_eq!(env.get("HOME"), Some(&OsString::from("/home/node")));
+        assert_eq!(env.get("PATH"), Some(&OsString::from("/bin")));
+        assert_eq!(env.get("NOPE"), None);
+        let all = env.to_vec();
+        assert_eq!(all, [pair("PATH", "/bin"), pair("LANG", "C"), pair("HOME", "/home/node"), pair("PORT", "3001")]);
+    }
+}

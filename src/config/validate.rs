@@ -90,6 +90,9 @@ pub fn load_dir(dir: &Path, ctx: &LoadContext) -> Result<UnitSet, Vec<ConfigErro
 /// Validates already-read files (path, contents); the unit name is the
 /// file stem.
 pub fn load_files(files: &[(PathBuf, Result<String, String>)], ctx: &LoadContext) -> Result<UnitSet, Vec<ConfigError>> {
+    // flowinit's own environment, once for every unit of this load.
+    let inherited: Inherited =
+        std::sync::Arc::new(ctx.env.iter().filter(|(k, _)| k != "NOTIFY_SOCKET").cloned().collect());
     let mut errors = Vec::new();
     let mut parsed = Vec::new();
     for (path, text) in files {
@@ -111,7 +114,7 @@ pub fn load_files(files: &[(PathBuf, Result<String, String>)], ctx: &LoadContext
         };
         let file = FileCtx { path, name: name.clone(), text };
         match raw::parse(text) {
-            Ok(raw) => match build_unit(&file, raw, ctx, &mut errors) {
+            Ok(raw) => match build_unit(&file, raw, ctx, &inherited, &mut errors) {
                 Some(pending) => parsed.push(pending),
                 None => continue,
             },
@@ -175,10 +178,13 @@ enum DepKind {
     Route,
 }
 
+type Inherited = std::sync::Arc<Vec<(OsString, OsString)>>;
+
 fn build_unit<'a>(
     file: &FileCtx<'a>,
     raw: RawUnitFile,
     ctx: &LoadContext,
+    inherited: &Inherited,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Pending<'a>> {
     let u = raw.unit;
@@ -205,7 +211,7 @@ fn build_unit<'a>(
                 errors.push(file.error(Some(r.span()), "a unit has either [service] or [router], not both".into()));
                 None
             }
-            (Some(s), None) => build_service(file, s, (raw.readiness, raw.liveness), enabled, ctx, errors),
+            (Some(s), None) => build_service(file, s, (raw.readiness, raw.liveness), enabled, ctx, inherited, errors),
             (None, Some(r)) => {
                 for p in [&raw.readiness, &raw.liveness].into_iter().flatten() {
                     errors.push(file.error(
@@ -359,6 +365,7 @@ fn build_service(
     (raw_ready, raw_live): (Option<Spanned<raw::RawProbe>>, Option<Spanned<raw::RawProbe>>),
     enabled: bool,
     ctx: &LoadContext,
+    inherited: &Inherited,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Service> {
     let table_span = spanned.span();
@@ -450,15 +457,15 @@ fn build_service(
     let unit_env: BTreeMap<String, Option<String>> = s.env.iter().map(|(k, v)| (k.clone(), expand_at(v))).collect();
 
     let credentials = resolve_credentials(file, &s.user, &s.group, ctx, errors);
-    let mut env: Vec<(OsString, OsString)> = ctx.env.iter().filter(|(k, _)| k != "NOTIFY_SOCKET").cloned().collect();
+    let mut env = Env { inherited: inherited.clone(), own: Vec::new() };
     if let Some(c) = &credentials {
         if let Some(name) = &c.user_name {
-            set_env(&mut env, "USER", name.into());
-            set_env(&mut env, "LOGNAME", name.into());
+            set_env(&mut env.own, "USER", name.into());
+            set_env(&mut env.own, "LOGNAME", name.into());
         }
         if let Ok(Some(pw)) = nix::unistd::User::from_uid(c.uid.into()) {
-            set_env(&mut env, "HOME", pw.dir.into_os_string());
-            set_env(&mut env, "SHELL", pw.shell.into_os_string());
+            set_env(&mut env.own, "HOME", pw.dir.into_os_string());
+            set_env(&mut env.own, "SHELL", pw.shell.into_os_string());
         }
     }
     for f in &s.env_file {
@@ -468,7 +475,7 @@ fn build_service(
         };
         match std::fs::read_to_string(path) {
             Ok(text) => match parse_env_file(&text) {
-                Ok(pairs) => pairs.into_iter().for_each(|(k, v)| set_env(&mut env, &k, v.into())),
+                Ok(pairs) => pairs.into_iter().for_each(|(k, v)| set_env(&mut env.own, &k, v.into())),
                 Err((line, msg)) => {
                     errors.push(file.error(Some(f.span()), format!("env_file {path}: line {line}: {msg}")))
                 }
@@ -486,10 +493,10 @@ fn build_service(
             errors.push(file.error(span, format!("invalid environment variable name {k:?}")));
         }
         if let Some(v) = v {
-            set_env(&mut env, &k, v.into());
+            set_env(&mut env.own, &k, v.into());
         }
     }
-    let path_var = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone());
+    let path_var = env.get("PATH").cloned();
     let cwd = working_dir.clone().or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| PathBuf::from("/"));
     let search_path = path_var.or_else(|| Some("/usr/local/bin:/usr/bin:/bin".into()));
     let resolve = |name: &str| which::which_in(name, search_path.clone(), &cwd).ok();

@@ -169,7 +169,7 @@ async fn run_exec(program: &std::path::Path, argv: &[String], ctx: &ExecContext)
     let spec = SpawnSpec {
         program: program.to_path_buf(),
         argv: argv.iter().map(OsString::from).collect(),
-        env: Some(svc.env.clone()),
+        env: Some(svc.env.to_vec()),
         working_dir: svc.working_dir.clone(),
         credentials: svc.credentials.as_ref().map(|c| (c.uid, c.gid, c.groups.clone())),
         isolation: Isolation::Session,

@@ -380,7 +380,7 @@ impl UnitTask {
 
     fn spawn(&self, notify: Option<&NotifySocket>) -> std::io::Result<Spawned> {
         let svc = &self.service;
-        let mut env = svc.env.clone();
+        let mut env = svc.env.to_vec();
         if let Some(n) = notify {
             env.push(("NOTIFY_SOCKET".into(), n.env_value.clone().into()));
         }
