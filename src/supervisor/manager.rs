@@ -917,20 +917,11 @@ impl Manager {
         if tree::descendants().is_empty() {
             return;
         }
-        let until = self.shutdown.as_ref().map_or(Instant::now(), |s| s.deadline).min(Instant::now() + LEFTOVER_GRACE);
-        let n = kill_descendants(Signal::TERM);
-        tracing::info!("sent SIGTERM to {n} leftover process(es)");
-        let mut pause = Duration::from_millis(2);
-        while Instant::now() < until {
-            if tree::descendants().is_empty() {
-                return;
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
-        let n = kill_descendants(Signal::KILL);
-        if n > 0 {
-            tracing::warn!("sent SIGKILL to {n} leftover process(es)");
+                let until = self.shutdown.as_ref().map_or(Instant::now(), |s| s.deadline).min(Instant::now() + LEFTOVER_GRACE);
+        let (termed, killed) = terminate_descendants(until).await;
+        tracing::info!("sent SIGTERM to {termed} leftover process(es)");
+        if killed > 0 {
+            tracing::warn!("sent SIGKILL to {killed} leftover process(es)");
         }
     }
 }
@@ -945,12 +936,22 @@ fn describe_wait(name: &str, dep: &Slot) -> String {
 /// Last resort after an internal error: SIGTERM to every descendant, SIGKILL
 /// to what is left after `grace`.
 pub async fn kill_everything(grace: Duration) {
-    kill_descendants(Signal::TERM);
-    let until = Instant::now() + grace;
-    while Instant::now() < until && !tree::descendants().is_empty() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    terminate_descendants(Instant::now() + grace).await;
+}
+
+/// SIGTERM to every descendant, SIGKILL at `until` to whatever is left.
+/// Returns how many got each signal. Polls only while something is left.
+async fn terminate_descendants(until: Instant) -> (usize, usize) {
+    let termed = kill_descendants(Signal::TERM);
+    let mut pause = Duration::from_millis(2);
+    while Instant::now() < until {
+        if tree::descendants().is_empty() {
+            return (termed, 0);
+        }
+        tokio::time::sleep(pause.min(until.saturating_duration_since(Instant::now()))).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
-    kill_descendants(Signal::KILL);
+    (termed, kill_descendants(Signal::KILL))
 }
 
 fn kill_descendants(sig: Signal) -> usize {
