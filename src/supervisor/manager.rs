@@ -137,12 +137,17 @@ impl Slot {
         self.want = Want::Run;
         self.held_by_operator = false;
         if self.is_down() && self.tx.is_some() {
-            self.start_sent = false;
-            self.stop_sent = false;
-            self.failed_because = None;
+            self.reset_for_start();
             self.status.state = State::Inactive;
             self.status.reason = None;
         }
+    }
+
+    /// Nothing sent to the task yet for the next run.
+    fn reset_for_start(&mut self) {
+        self.start_sent = false;
+        self.stop_sent = false;
+        self.failed_because = None;
     }
 }
 
@@ -238,10 +243,11 @@ impl Manager {
     fn new_slot(&mut self, unit: Unit) -> Slot {
         self.next_id += 1;
         let id = self.next_id;
+        let unit = Arc::new(unit);
         let mut slot = Slot {
             id,
             generation: 0,
-            unit: Arc::new(unit.clone()),
+            unit: unit.clone(),
             status: UnitStatus::new(State::Inactive, None),
             tx: None,
             ring: None,
@@ -260,8 +266,8 @@ impl Manager {
 
     /// (Re)creates the unit task of a slot for `unit` (a service's, or the
     /// router's); keeps the ring so that `logs` spans restarts and reloads.
-    fn attach_task(&mut self, slot: &mut Slot, unit: Unit) {
-        slot.unit = Arc::new(unit.clone());
+    fn attach_task(&mut self, slot: &mut Slot, unit: Arc<Unit>) {
+        slot.unit = unit.clone();
         slot.tx = None;
         slot._log_guard = None;
         if !unit.enabled || (unit.service.is_none() && unit.router.is_none()) {
@@ -298,9 +304,7 @@ impl Manager {
         slot.tx = Some(tx);
         slot._log_guard = guard;
         slot.status = UnitStatus::new(State::Inactive, None);
-        slot.start_sent = false;
-        slot.stop_sent = false;
-        slot.failed_because = None;
+        slot.reset_for_start();
     }
 
     /// Recomputes the name index and the reverse edges after the set of
@@ -563,7 +567,7 @@ impl Manager {
                 if let Some(unit) = slot.replacement.take() {
                     slot.generation += 1;
                     let keep_stopped = slot.held_by_operator;
-                    self.attach_task(&mut slot, unit);
+                    self.attach_task(&mut slot, Arc::new(unit));
                     slot.want = if keep_stopped { Want::Stop } else { Want::Run };
                     slot.held_by_operator = keep_stopped;
                     if keep_stopped {
@@ -917,7 +921,7 @@ impl Manager {
         if tree::descendants().is_empty() {
             return;
         }
-                let until = self.shutdown.as_ref().map_or(Instant::now(), |s| s.deadline).min(Instant::now() + LEFTOVER_GRACE);
+        let until = self.shutdown.as_ref().map_or(Instant::now(), |s| s.deadline).min(Instant::now() + LEFTOVER_GRACE);
         let (termed, killed) = terminate_descendants(until).await;
         tracing::info!("sent SIGTERM to {termed} leftover process(es)");
         if killed > 0 {
