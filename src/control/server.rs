@@ -109,7 +109,8 @@ pub fn serve(bound: Bound, handle: Handle, snapshot: watch::Receiver<Snapshot>) 
 /// Keeps the socket file until flowinit exits.
 pub struct BoundGuard(#[expect(dead_code, reason = "held only for its Drop, which removes the socket file")] Bound);
 
-async fn write(stream: &mut UnixStream, r: &Response) -> io::Result<()> {
+/// One response line.
+async fn write<W: tokio::io::AsyncWrite + Unpin>(stream: &mut W, r: &Response) -> io::Result<()> {
     let mut line = serde_json::to_vec(r).map_err(io::Error::other)?;
     line.push(b'\n');
     stream.write_all(&line).await
@@ -318,9 +319,7 @@ async fn logs(
             for (seq, l) in ring.since(seen[i]) {
                 seen[i] = seq;
                 let r = Response { v: VERSION, ok: true, log: Some(line_report(name, &l)), ..Response::default() };
-                let mut line = serde_json::to_vec(&r).map_err(io::Error::other)?;
-                line.push(b'\n');
-                wr.write_all(&line).await?;
+                write(&mut wr, &r).await?;
             }
         }
     }
