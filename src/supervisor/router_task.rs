@@ -11,7 +11,7 @@ use crate::logs::forward::{emit, UnitLog};
 use crate::logs::{LogSink, Stream};
 use crate::router::{serve, Router, RouterStats};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
 /// Access-log lines waiting for output; more are dropped, never waited for.
@@ -31,12 +31,9 @@ pub struct RouterTask {
 }
 
 impl RouterTask {
-    async fn report(&self, status: &mut UnitStatus, state: State, reason: Option<String>) {
-        if status.state != state {
-            status.since = SystemTime::now();
-        }
-        status.state = state;
-        status.reason = reason;
+        async fn report(&self, status: &mut UnitStatus, state: State, reason: Option<String>) {
+        // In-process: there is never a pid.
+        status.enter(state, None, reason);
         let _ = self.events.send(UnitEvent { id: self.id, status: status.clone() }).await;
     }
 

@@ -70,6 +70,16 @@ impl UnitStatus {
             started_at: None,
         }
     }
+
+    /// Moves to `state`; `since` changes only when the state does.
+    pub fn enter(&mut self, state: State, pid: Option<Pid>, reason: Option<String>) {
+        if self.state != state {
+            self.since = SystemTime::now();
+        }
+        self.state = state;
+        self.pid = pid;
+        self.reason = reason;
+    }
 }
 
 pub struct UnitEvent {
@@ -119,13 +129,8 @@ impl UnitTask {
         &self.log.name
     }
 
-    async fn report(&self, status: &mut UnitStatus, state: State, pid: Option<Pid>, reason: Option<String>) {
-        if status.state != state {
-            status.since = SystemTime::now();
-        }
-        status.state = state;
-        status.pid = pid;
-        status.reason = reason;
+        async fn report(&self, status: &mut UnitStatus, state: State, pid: Option<Pid>, reason: Option<String>) {
+        status.enter(state, pid, reason);
         let _ = self.events.send(UnitEvent { id: self.id, status: status.clone() }).await;
     }
 
