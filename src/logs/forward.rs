@@ -29,7 +29,7 @@ pub struct UnitLog {
     /// Optional copy of the unit's lines (raw, one per line).
     pub file: Option<tracing_appender::non_blocking::NonBlocking>,
     /// A readiness `log` probe waiting for its line.
-    pub ready_match: Option<Arc<crate::probe::LogMatch>>,
+    pub ready_match: Option<Arc<super::watch::LineWatch>>,
 }
 
 pub async fn forward(pipe: OwnedFd, stream: Stream, unit: UnitLog, sink: LogSink) {

@@ -9,6 +9,7 @@ pub mod forward;
 pub mod ring;
 pub mod sink;
 pub mod split;
+pub mod watch;
 
 pub use ring::RingLog;
 pub use sink::{LogFormat, LogSink, Stream};

@@ -2,50 +2,20 @@
 //! timeout; a probe runs as its own task that reports each result over a
 //! channel, so the unit task never cancels an attempt half-way, and an exec
 //! probe's process group is killed when its attempt ends or is aborted.
-//! Log probes are fed by the log forwarder ([`LogMatch`]); notify messages
+//! Log probes wait on the log forwarder's [`LineWatch`]; notify messages
 //! come from [`notify`].
 
 pub mod notify;
 
 use crate::config::unit::{ProbeKind, Service};
+use crate::logs::watch::LineWatch;
 use crate::process::reaper::Spawned;
 use crate::process::{Isolation, Pgid, Reaper, Signal, SpawnSpec, Stdio3, Termination};
 use std::ffi::OsString;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-
-/// Watches a unit's output for a regex while armed.
-#[derive(Debug)]
-pub struct LogMatch {
-    regex: regex::Regex,
-    armed: AtomicBool,
-    hit: Notify,
-}
-
-impl LogMatch {
-    pub fn new(regex: regex::Regex) -> LogMatch {
-        LogMatch { regex, armed: AtomicBool::new(false), hit: Notify::new() }
-    }
-
-    /// Called before each start: the next matching line makes it ready.
-    pub fn arm(&self) {
-        self.armed.store(true, Ordering::SeqCst);
-    }
-
-    /// Called by the forwarder for every line while armed (cheap check).
-    pub fn is_armed(&self) -> bool {
-        self.armed.load(Ordering::Relaxed)
-    }
-
-    pub fn offer(&self, line: &str) {
-        if self.regex.is_match(line) && self.armed.swap(false, Ordering::SeqCst) {
-            self.hit.notify_one();
-        }
-    }
-}
 
 /// A running probe; aborted (with its exec child) when dropped.
 pub struct ProbeTask {
@@ -72,13 +42,13 @@ pub fn start(
     interval: Duration,
     timeout: Duration,
     exec: ExecContext,
-    log: Option<Arc<LogMatch>>,
+    log: Option<Arc<LineWatch>>,
 ) -> ProbeTask {
     let (tx, results) = mpsc::channel(1);
     let handle = tokio::spawn(async move {
         if let (ProbeKind::Log { .. }, Some(log)) = (&kind, log) {
             loop {
-                log.hit.notified().await;
+                log.matched().await;
                 if tx.send(Ok(())).await.is_err() {
                     return;
                 }

@@ -13,7 +13,6 @@ use crate::config::unit::ProbeKind;
 use crate::config::{LoadContext, Unit, UnitSet};
 use crate::logs::forward::UnitLog;
 use crate::logs::{LogSink, RingLog};
-use crate::probe::LogMatch;
 use crate::process::{tree, Reaper, Signal};
 use crate::router::RouterStats;
 use std::collections::BTreeSet;
@@ -294,7 +293,7 @@ impl Manager {
             tokio::spawn(task.run());
         } else if let Some(service) = unit.service.clone() {
             log.ready_match = match service.readiness.as_ref().map(|r| &r.kind) {
-                Some(ProbeKind::Log { regex }) => Some(Arc::new(LogMatch::new(regex.clone()))),
+                Some(ProbeKind::Log { regex }) => Some(Arc::new(crate::logs::watch::LineWatch::new(regex.clone()))),
                 _ => None,
             };
             let reaper = self.reaper.clone();

@@ -31,7 +31,7 @@ pub struct RouterTask {
 }
 
 impl RouterTask {
-        async fn report(&self, status: &mut UnitStatus, state: State, reason: Option<String>) {
+    async fn report(&self, status: &mut UnitStatus, state: State, reason: Option<String>) {
         // In-process: there is never a pid.
         status.enter(state, None, reason);
         let _ = self.events.send(UnitEvent { id: self.id, status: status.clone() }).await;

@@ -129,7 +129,7 @@ impl UnitTask {
         &self.log.name
     }
 
-        async fn report(&self, status: &mut UnitStatus, state: State, pid: Option<Pid>, reason: Option<String>) {
+    async fn report(&self, status: &mut UnitStatus, state: State, pid: Option<Pid>, reason: Option<String>) {
         status.enter(state, pid, reason);
         let _ = self.events.send(UnitEvent { id: self.id, status: status.clone() }).await;
     }
