@@ -129,7 +129,7 @@ fn up(args: UpArgs) -> u8 {
             }
         }
     }
-    become_subreaper_unless_pid1();
+    process::become_subreaper_unless_pid1();
     process::signal::ignore_stray_signals();
     let opts = supervisor::manager::Options {
         shutdown_timeout,
@@ -164,14 +164,4 @@ fn up(args: UpArgs) -> u8 {
         sink.drain(std::time::Duration::from_secs(1)).await;
         code
     })
-}
-
-/// As PID 1 orphans come to us anyway; otherwise ask the kernel to send
-/// them to us (PR_SET_CHILD_SUBREAPER).
-fn become_subreaper_unless_pid1() {
-    if std::process::id() != 1 {
-        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-            errln!("flowinit: warning: cannot become a child subreaper ({e}); orphans will not be reaped by flowinit");
-        }
-    }
 }

@@ -19,7 +19,7 @@ pub fn run(cmd: &[OsString]) -> u8 {
         errln!("flowinit: usage: flowinit -- CMD [ARG]...  (no command given)");
         return 2;
     };
-    crate::become_subreaper_unless_pid1();
+    crate::process::become_subreaper_unless_pid1();
     let path: PathBuf = match which::which(program) {
         Ok(p) => p,
         // Like a shell: a path that exists but cannot run is 126.
