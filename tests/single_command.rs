@@ -651,6 +651,20 @@ fn non_executable_command_fails_naming_it() {
     assert_fails_naming(s(&program), &out);
 }
 
+#[test]
+fn a_file_the_kernel_cannot_exec_exits_126_with_its_error() {
+    // Executable, but neither ELF nor `#!`: execve says ENOEXEC (like
+    // docker run; no silent fallback to /bin/sh).
+    let dir = TempDir::new("enoexec");
+    let program = dir.file("sc_not_a_program");
+    fs::write(&program, "echo this is text\n").expect("write file");
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = run(flowinit_cmd(&[s(&program)]));
+    assert_eq!(out.code(), Some(126), "{}", out.describe());
+    assert_fails_naming(s(&program), &out);
+    assert!(out.stderr_str().contains("Exec format error"), "{}", out.describe());
+}
+
 // ---------------------------------------------------------------------------
 // zombies: as PID 1 and as a child subreaper
 // ---------------------------------------------------------------------------

@@ -342,6 +342,21 @@ fn a_start_that_cannot_exec_fails_for_good_without_restart() {
 }
 
 #[test]
+fn an_exec_error_is_reported_with_the_kernels_reason() {
+    let d = TempDir::new("enoexec");
+    let program = d.file("not-a-program");
+    std::fs::write(&program, "echo this is text\n").unwrap();
+    std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    d.unit("text", "[service]\ncommand = [\"{dir}/not-a-program\"]\nrestart = \"no\"\n");
+    d.unit("fine", "[service]\ncommand = [\"sleep\", \"60\"]\n");
+    let mut f = Flowinit::up(&d, Opts::default());
+    let u = f.wait_state("text", "failed");
+    assert!(u["reason"].as_str().unwrap().contains("Exec format error"), "{u}");
+    f.wait_state("fine", "running");
+    assert_eq!(f.stop(T), 0);
+}
+
+#[test]
 fn stop_order_passes_through_finished_oneshots() {
     // web requires setup (a oneshot, exited) which requires db: db must
     // still outlive web at shutdown.

@@ -58,6 +58,44 @@ impl LoadContext {
     }
 }
 
+/// What every unit of one load shares.
+struct LoadShared {
+    /// flowinit's own environment.
+    inherited: Inherited,
+    programs: ProgramCache,
+}
+
+/// The program lookups of one load. Units mostly share PATH and directory,
+/// so each distinct lookup searches the file system once (200 units naming
+/// `sleep` cost 1,800 stat calls and 200 getcwd without it). A new load
+/// starts empty: a program installed since the last one is found.
+#[derive(Default)]
+struct ProgramCache {
+    cwd: std::cell::OnceCell<PathBuf>,
+    found: std::cell::RefCell<HashMap<Lookup, Option<PathBuf>>>,
+}
+
+/// (program name, PATH, directory) of one lookup.
+type Lookup = (String, OsString, Option<PathBuf>);
+
+impl ProgramCache {
+    /// `name` as `which` finds it on `search_path`, relative names against
+    /// `dir` (default: flowinit's working directory).
+    fn resolve(&self, name: &str, search_path: &OsString, dir: Option<&Path>) -> Option<PathBuf> {
+        let key = (name.to_string(), search_path.clone(), dir.map(Path::to_path_buf));
+        if let Some(hit) = self.found.borrow().get(&key) {
+            return hit.clone();
+        }
+        let cwd = match dir {
+            Some(d) => d,
+            None => self.cwd.get_or_init(|| std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))),
+        };
+        let found = which::which_in(name, Some(search_path), cwd).ok();
+        self.found.borrow_mut().insert(key, found.clone());
+        found
+    }
+}
+
 /// Loads and validates every `*.toml` file of `dir`.
 pub fn load_dir(dir: &Path, ctx: &LoadContext) -> Result<UnitSet, Vec<ConfigError>> {
     let entries = match std::fs::read_dir(dir) {
@@ -91,8 +129,10 @@ pub fn load_dir(dir: &Path, ctx: &LoadContext) -> Result<UnitSet, Vec<ConfigErro
 /// file stem.
 pub fn load_files(files: &[(PathBuf, Result<String, String>)], ctx: &LoadContext) -> Result<UnitSet, Vec<ConfigError>> {
     // flowinit's own environment, once for every unit of this load.
-    let inherited: Inherited =
-        std::sync::Arc::new(ctx.env.iter().filter(|(k, _)| k != "NOTIFY_SOCKET").cloned().collect());
+    let shared = LoadShared {
+        inherited: std::sync::Arc::new(ctx.env.iter().filter(|(k, _)| k != "NOTIFY_SOCKET").cloned().collect()),
+        programs: ProgramCache::default(),
+    };
     let mut errors = Vec::new();
     let mut parsed = Vec::new();
     for (path, text) in files {
@@ -114,7 +154,7 @@ pub fn load_files(files: &[(PathBuf, Result<String, String>)], ctx: &LoadContext
         };
         let file = FileCtx { path, name: name.clone(), text };
         match raw::parse(text) {
-            Ok(raw) => match build_unit(&file, raw, ctx, &inherited, &mut errors) {
+            Ok(raw) => match build_unit(&file, raw, ctx, &shared, &mut errors) {
                 Some(pending) => parsed.push(pending),
                 None => continue,
             },
@@ -184,7 +224,7 @@ fn build_unit<'a>(
     file: &FileCtx<'a>,
     raw: RawUnitFile,
     ctx: &LoadContext,
-    inherited: &Inherited,
+    shared: &LoadShared,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Pending<'a>> {
     let u = raw.unit;
@@ -211,7 +251,7 @@ fn build_unit<'a>(
                 errors.push(file.error(Some(r.span()), "a unit has either [service] or [router], not both".into()));
                 None
             }
-            (Some(s), None) => build_service(file, s, (raw.readiness, raw.liveness), enabled, ctx, inherited, errors),
+            (Some(s), None) => build_service(file, s, (raw.readiness, raw.liveness), enabled, ctx, shared, errors),
             (None, Some(r)) => {
                 for p in [&raw.readiness, &raw.liveness].into_iter().flatten() {
                     errors.push(file.error(
@@ -365,7 +405,7 @@ fn build_service(
     (raw_ready, raw_live): (Option<Spanned<raw::RawProbe>>, Option<Spanned<raw::RawProbe>>),
     enabled: bool,
     ctx: &LoadContext,
-    inherited: &Inherited,
+    shared: &LoadShared,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Service> {
     let table_span = spanned.span();
@@ -457,7 +497,7 @@ fn build_service(
     let unit_env: BTreeMap<String, Option<String>> = s.env.iter().map(|(k, v)| (k.clone(), expand_at(v))).collect();
 
     let credentials = resolve_credentials(file, &s.user, &s.group, ctx, errors);
-    let mut env = Env { inherited: inherited.clone(), own: Vec::new() };
+    let mut env = Env { inherited: shared.inherited.clone(), own: Vec::new() };
     if let Some(c) = &credentials {
         if let Some(name) = &c.user_name {
             set_env(&mut env.own, "USER", name.into());
@@ -496,10 +536,8 @@ fn build_service(
             set_env(&mut env.own, &k, v.into());
         }
     }
-    let path_var = env.get("PATH").cloned();
-    let cwd = working_dir.clone().or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| PathBuf::from("/"));
-    let search_path = path_var.or_else(|| Some("/usr/local/bin:/usr/bin:/bin".into()));
-    let resolve = |name: &str| which::which_in(name, search_path.clone(), &cwd).ok();
+    let search_path = env.get("PATH").cloned().unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let resolve = |name: &str| shared.programs.resolve(name, &search_path, working_dir.as_deref());
     let probes = Probes { file, lookup: &lookup, resolve: &resolve };
     let notify_timeout = raw_ready
         .as_ref()
