@@ -357,6 +357,26 @@ fn an_exec_error_is_reported_with_the_kernels_reason() {
 }
 
 #[test]
+fn working_dir_is_entered_as_the_unit_user() {
+    let d = TempDir::new("wdperm");
+    std::fs::set_permissions(d.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let private = d.file("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    d.unit("shut", "[service]\ncommand = [\"true\"]\nuser = \"nobody\"\nworking_dir = \"{dir}/private\"\nrestart = \"no\"\n");
+    d.unit("open", "[service]\ncommand = [\"pwd\"]\nuser = \"nobody\"\nworking_dir = \"/tmp\"\ntype = \"oneshot\"\n");
+    let mut f = Flowinit::up(&d, Opts::default());
+    let u = f.wait_state("shut", "failed");
+    let reason = u["reason"].as_str().unwrap();
+    assert!(reason.contains("cannot change to the working directory") && reason.contains("private"), "{u}");
+    assert!(reason.contains("Permission denied"), "{u}");
+    wait_for("open's pwd", T, || {
+        f.stdout().lines().any(|l| l.starts_with("open ") && l.ends_with("| /tmp")).then_some(())
+    });
+    assert_eq!(f.stop(T), 0);
+}
+
+#[test]
 fn stop_order_passes_through_finished_oneshots() {
     // web requires setup (a oneshot, exited) which requires db: db must
     // still outlive web at shutdown.

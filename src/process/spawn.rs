@@ -103,6 +103,10 @@ pub(super) fn spawn(spec: SpawnSpec) -> io::Result<u32> {
     let err = io::Error::from_raw_os_error(errno);
     match Step::from(child.step.load(Ordering::Acquire)) {
         Step::Exec => Err(err),
+        Step::Chdir => {
+            let dir = child.dir.as_ref().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
+            Err(io::Error::new(err.kind(), format!("cannot change to the working directory {dir}: {err}")))
+        }
         step => Err(io::Error::new(err.kind(), format!("{}: {err}", step.describe()))),
     }
 }
@@ -112,18 +116,18 @@ pub(super) fn spawn(spec: SpawnSpec) -> io::Result<u32> {
 #[repr(i32)]
 enum Step {
     Stdio = 1,
-    Chdir,
     Session,
     Signals,
     Groups,
     Gid,
     Uid,
+    Chdir,
     Exec,
 }
 
 impl Step {
     fn from(v: i32) -> Step {
-        [Step::Stdio, Step::Chdir, Step::Session, Step::Signals, Step::Groups, Step::Gid, Step::Uid]
+        [Step::Stdio, Step::Session, Step::Signals, Step::Groups, Step::Gid, Step::Uid, Step::Chdir]
             .into_iter()
             .find(|s| *s as i32 == v)
             .unwrap_or(Step::Exec)
@@ -314,11 +318,6 @@ unsafe fn child_steps(p: &Prepared) -> Step {
             }
         }
     }
-    if let Some(dir) = &p.dir {
-        if libc::chdir(dir.as_ptr()) < 0 {
-            return Step::Chdir;
-        }
-    }
     match p.isolation {
         Isolation::Session => {
             if libc::setsid() < 0 {
@@ -365,6 +364,13 @@ unsafe fn child_steps(p: &Prepared) -> Step {
         }
         if !ok(libc::syscall(libc::SYS_setuid, *uid)) {
             return Step::Uid;
+        }
+    }
+    // As the service's user: a directory it may not enter fails the start
+    // here, not later with a puzzling "Permission denied".
+    if let Some(dir) = &p.dir {
+        if libc::chdir(dir.as_ptr()) < 0 {
+            return Step::Chdir;
         }
     }
     libc::execve(p.program.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
