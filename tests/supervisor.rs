@@ -363,7 +363,10 @@ fn working_dir_is_entered_as_the_unit_user() {
     let private = d.file("private");
     std::fs::create_dir(&private).unwrap();
     std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    d.unit("shut", "[service]\ncommand = [\"true\"]\nuser = \"nobody\"\nworking_dir = \"{dir}/private\"\nrestart = \"no\"\n");
+    d.unit(
+        "shut",
+        "[service]\ncommand = [\"true\"]\nuser = \"nobody\"\nworking_dir = \"{dir}/private\"\nrestart = \"no\"\n",
+    );
     d.unit("open", "[service]\ncommand = [\"pwd\"]\nuser = \"nobody\"\nworking_dir = \"/tmp\"\ntype = \"oneshot\"\n");
     let mut f = Flowinit::up(&d, Opts::default());
     let u = f.wait_state("shut", "failed");
