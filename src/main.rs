@@ -36,6 +36,7 @@ use cli::{Cli, Command, UnitsArgs, UpArgs};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    process::limit_malloc_arenas();
     process::signal::reset_inherited_dispositions();
     // args_os: a command's arguments need not be UTF-8.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();

@@ -1,7 +1,9 @@
 //! The built-in router through the real binary and real sockets: routing,
 //! strip_prefix, 503 while starting, 502 with the upstream down, SSE
 //! timing, WebSocket, large streamed bodies with flat memory, header
-//! hygiene, slowloris, graceful drain, and a busy port at start-up.
+//! hygiene, slowloris, graceful drain, a busy port at start-up, and the
+//! upstream connections of a keep-alive client connection (reused, replaced
+//! when the upstream closed them, closed with the client connection).
 
 mod common;
 
@@ -363,5 +365,161 @@ fn an_upgrade_to_a_silent_upstream_gets_a_502_in_time() {
         assert!(start.elapsed() < Duration::from_secs(10), "{what}");
     }
     drop(silent);
+    assert_eq!(s.f.stop(T), 0);
+}
+
+/// Upstreams (tests/fixtures/keepalive_upstream.py) `a` and `b` (idle
+/// connections kept), `idle` (closes them after 300 ms) and `rude` (closes
+/// each connection after one answer), behind /a/, /b/, /idle/ and /rude/.
+fn keepalive_stack(tag: &str) -> Stack {
+    let d = TempDir::new(tag);
+    let port = free_port();
+    let mut routes = String::new();
+    for (name, idle) in [("a", "60"), ("b", "60"), ("idle", "0.3"), ("rude", "0"), ("drop", "-1")] {
+        let up = free_port();
+        d.unit(
+            name,
+            &format!(
+                "[service]\ncommand = [\"python3\", \"{}\", \"{up}\", \"{name}\", \"{idle}\"]\n[readiness]\ntcp = \"127.0.0.1:{up}\"\ninterval = \"100ms\"\n",
+                fixture("keepalive_upstream.py")
+            ),
+        );
+        routes += &format!(
+            "[[router.routes]]\nprefix = \"/{name}/\"\nupstream = \"http://127.0.0.1:{up}\"\nunit = \"{name}\"\n"
+        );
+    }
+    d.unit("router", &format!("[router]\nlisten = \"127.0.0.1:{port}\"\naccess_log = false\n{routes}"));
+    let f = Flowinit::up(&d, Opts::default());
+    for name in ["a", "b", "idle", "rude", "drop"] {
+        f.wait_state(name, "ready");
+    }
+    Stack { f, _d: d, port }
+}
+
+/// One client connection kept alive across requests.
+struct KeepAlive(BufReader<TcpStream>);
+
+impl KeepAlive {
+    fn open(port: u16) -> KeepAlive {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        KeepAlive(BufReader::new(s))
+    }
+
+    /// GET `path` on this connection; the answer must have a Content-Length.
+    fn get(&mut self, path: &str) -> Reply {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: ka.test\r\n\r\n"))
+    }
+
+    fn post(&mut self, path: &str, body: &str) -> Reply {
+        let len = body.len();
+        self.send(format!("POST {path} HTTP/1.1\r\nHost: ka.test\r\nContent-Length: {len}\r\n\r\n{body}"))
+    }
+
+    fn send(&mut self, request: String) -> Reply {
+        self.0.get_mut().write_all(request.as_bytes()).unwrap();
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(self.0.read_line(&mut line).unwrap() > 0, "connection closed after: {head}");
+            if line == "\r\n" {
+                break;
+            }
+            head += &line;
+        }
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let mut reply = Reply { status, head, body: Vec::new() };
+        let len: usize = reply.header("content-length").expect("a Content-Length").parse().unwrap();
+        reply.body.resize(len, 0);
+        self.0.read_exact(&mut reply.body).unwrap();
+        reply
+    }
+}
+
+#[test]
+fn upstreams_closing_idle_keepalive_connections_are_reconnected() {
+    let mut s = keepalive_stack("kaclose");
+    let mut c = KeepAlive::open(s.port);
+    // An upstream that closes idle connections (Node's keep-alive timeout).
+    let first = c.get("/idle/x").json();
+    assert_eq!(first["name"], "idle");
+    std::thread::sleep(Duration::from_secs(1));
+    let r = c.get("/idle/x");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let second = r.json();
+    assert_ne!(second["port"], first["port"], "the closed connection was replaced");
+    let third = c.get("/idle/x").json();
+    assert_eq!((&third["port"], &third["n"]), (&second["port"], &serde_json::json!(2)), "and reused");
+    // An upstream that closes each connection right after its answer.
+    for i in 0..20 {
+        let r = c.get("/rude/x");
+        assert_eq!(r.status, 200, "request {i}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["n"], 1);
+    }
+    let (_, details, _) = s.f.ctl(&["status", "router"]);
+    assert!(details.contains(" 0 upstream errors"), "{details}");
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn a_request_lost_on_a_kept_connection_is_sent_again_only_if_idempotent() {
+    let mut s = keepalive_stack("kadrop");
+    let mut c = KeepAlive::open(s.port);
+    // `drop` closes a connection under its second request, unanswered.
+    let first = c.get("/drop/1").json();
+    assert_eq!(first["n"], 1);
+    let r = c.get("/drop/2");
+    assert_eq!(r.status, 200, "a GET is sent again: {}", String::from_utf8_lossy(&r.body));
+    let again = r.json();
+    assert_eq!(again["n"], 1, "on a new connection");
+    assert_ne!(again["port"], first["port"]);
+    // That new connection is kept; a POST with a body dropped on it is not
+    // sent twice: the client gets the 502.
+    let r = c.post("/drop/3", "pay once");
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    let (_, details, _) = s.f.ctl(&["status", "router"]);
+    assert!(details.contains(" 1 upstream errors"), "{details}");
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn one_client_connection_to_two_upstreams_keeps_a_connection_to_each() {
+    let mut s = keepalive_stack("katwo");
+    let mut c = KeepAlive::open(s.port);
+    let seen: Vec<serde_json::Value> =
+        ["/a/1", "/b/1", "/a/2", "/b/2", "/a/3"].iter().map(|p| c.get(p).json()).collect();
+    let names: Vec<&str> = seen.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b", "a", "b", "a"]);
+    let n: Vec<u64> = seen.iter().map(|v| v["n"].as_u64().unwrap()).collect();
+    assert_eq!(n, [1, 1, 2, 2, 3], "each upstream connection is reused: {seen:?}");
+    assert_eq!(seen[0]["port"], seen[4]["port"]);
+    assert_eq!(seen[1]["port"], seen[3]["port"]);
+    assert_eq!(s.f.stop(T), 0);
+}
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+#[test]
+fn upstream_connections_close_with_their_client_connection() {
+    let mut s = keepalive_stack("kafds");
+    let mut warm = KeepAlive::open(s.port);
+    assert_eq!(warm.get("/a/warm").status, 200);
+    drop(warm);
+    let pid = s.f.pid;
+    let before = wait_for("the warm-up connections closed", T, || {
+        let n = open_fds(pid);
+        std::thread::sleep(Duration::from_millis(200));
+        (open_fds(pid) == n).then_some(n)
+    });
+    let mut clients: Vec<KeepAlive> = (0..20).map(|_| KeepAlive::open(s.port)).collect();
+    for c in &mut clients {
+        assert_eq!(c.get("/a/x").status, 200);
+    }
+    let open = open_fds(pid);
+    assert!(open >= before + 40, "20 client and 20 upstream connections: {before} -> {open} fds");
+    drop(clients);
+    wait_for("flowinit back to its fds before the clients", T, || (open_fds(pid) <= before).then_some(()));
     assert_eq!(s.f.stop(T), 0);
 }

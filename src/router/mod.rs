@@ -1,25 +1,28 @@
 //! The built-in HTTP router: one public port in front of the services.
-//! Longest-prefix routes to plain-HTTP upstreams over pooled keep-alive
-//! connections; bodies streamed both ways (SSE arrives event by event);
+//! Longest-prefix routes to plain-HTTP upstreams; each client connection
+//! has its own keep-alive upstream connections, driven by the same task
+//! (see `conn`); bodies streamed both ways (SSE arrives event by event);
 //! Upgrade requests (WebSocket) tunnelled; hop-by-hop headers dropped and
 //! X-Forwarded-* set; 503 with Retry-After while a route's unit is not
 //! ready; 502 with a short JSON body when the upstream fails; slow or
 //! oversized request headers cut off; graceful drain on stop. It learns
 //! unit readiness only from the supervisor's published snapshot.
 
+mod conn;
 pub mod routes;
 
 use crate::config::unit::{Route, RouterSpec};
 use crate::supervisor::manager::Snapshot;
 use bytes::Bytes;
+use conn::{Together, UpBody, UpstreamConn, Upstreams};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -69,7 +72,7 @@ impl Drop for InFlight<'_> {
 
 pub struct Router {
     spec: Arc<RouterSpec>,
-    client: Client<HttpConnector, Incoming>,
+    upstream_http: hyper::client::conn::http1::Builder,
     snapshot: watch::Receiver<Snapshot>,
     stats: Arc<RouterStats>,
     access: Option<mpsc::Sender<String>>,
@@ -82,14 +85,11 @@ impl Router {
         stats: Arc<RouterStats>,
         access: Option<mpsc::Sender<String>>,
     ) -> Router {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(spec.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(512)
-            .build(connector);
-        Router { spec, client, snapshot, stats, access }
+        let mut upstream_http = hyper::client::conn::http1::Builder::new();
+        // Response heads are held to the same limit as request heads; this
+        // also caps the read buffer of a long download.
+        upstream_http.max_buf_size(MAX_HEADER_BYTES);
+        Router { spec, upstream_http, snapshot, stats, access }
     }
 
     /// (ready, state name) of a unit, from the latest snapshot.
@@ -137,21 +137,30 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let r = router.clone();
-                let svc = hyper::service::service_fn(move |req| handle(r.clone(), peer, req));
+                let mut together = Together::new();
+                let client = Arc::new(Client {
+                    router: router.clone(),
+                    upstreams: together.upstreams(),
+                    peer,
+                    peer_ip: routes::peer_value(peer.ip()),
+                });
+                let svc = hyper::service::service_fn(move |req| handle(client.clone(), req));
                 let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
                 let mut stopping = stop.clone();
                 conns.spawn(async move {
                     let mut conn = std::pin::pin!(conn);
-                    let result = tokio::select! {
-                        r = conn.as_mut() => r,
-                        _ = stopping.changed() => {
+                    let mut stop = std::pin::pin!(stopping.changed());
+                    let mut draining = false;
+                    let result = std::future::poll_fn(|cx| {
+                        if !draining && stop.as_mut().poll(cx).is_ready() {
                             // Finish the request in flight, then close;
                             // idle keep-alive connections close at once.
+                            draining = true;
                             conn.as_mut().graceful_shutdown();
-                            conn.await
                         }
-                    };
+                        together.poll(cx, conn.as_mut())
+                    })
+                    .await;
                     if let Err(e) = result {
                         tracing::debug!("router: connection from {peer}: {e}");
                     }
@@ -182,22 +191,33 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Body> {
     res
 }
 
-async fn handle(r: Arc<Router>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let start = Instant::now();
+/// What the requests of one client connection share.
+struct Client {
+    router: Arc<Router>,
+    upstreams: Arc<Upstreams>,
+    peer: SocketAddr,
+    /// `peer`'s address for X-Forwarded-For, made once.
+    peer_ip: HeaderValue,
+}
+
+async fn handle(c: Arc<Client>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let r = &c.router;
     r.stats.requests.fetch_add(1, Ordering::Relaxed);
     r.stats.in_flight.fetch_add(1, Ordering::Relaxed);
     let _guard = InFlight(&r.stats.in_flight);
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let (res, upstream) = route(&r, peer, req).await;
-    if r.spec.access_log && !r.spec.access_log_skip.contains(&path) {
+    let logged = (r.spec.access_log && !r.spec.access_log_skip.iter().any(|p| p == req.uri().path()))
+        .then(|| (Instant::now(), req.method().clone(), req.uri().path().to_string()));
+    let (res, upstream) = route(&c, req).await;
+    if let Some((start, method, path)) = logged {
         let ms = start.elapsed().as_secs_f64() * 1000.0;
-        r.log(format!("{peer} {method} {path} {} {ms:.1}ms -> {}", res.status().as_u16(), upstream.unwrap_or("-")));
+        let (peer, status) = (c.peer, res.status().as_u16());
+        r.log(format!("{peer} {method} {path} {status} {ms:.1}ms -> {}", upstream.unwrap_or("-")));
     }
     Ok(res)
 }
 
-async fn route(r: &Router, peer: SocketAddr, mut req: Request<Incoming>) -> (Response<Body>, Option<&str>) {
+async fn route(c: &Client, mut req: Request<Incoming>) -> (Response<Body>, Option<&str>) {
+    let r = &*c.router;
     if let Err((status, why)) = routes::check_framing(req.headers()) {
         let mut res = json(status, serde_json::json!({"error": why}));
         res.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
@@ -217,16 +237,28 @@ async fn route(r: &Router, peer: SocketAddr, mut req: Request<Incoming>) -> (Res
             return (res, Some(&route.upstream));
         }
     }
-    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let uri = match format!("http://{}{}", route.upstream, routes::upstream_path(route, pq)).parse::<Uri>() {
-        Ok(u) => u,
-        Err(_) => return (json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "bad request target"})), None),
-    };
+    // The upstream gets the origin form (path and query); most requests
+    // already have it and keep their URI as it is.
+    let uri = req.uri();
+    if route.strip_prefix || uri.scheme().is_some() || uri.authority().is_some() {
+        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+        match routes::upstream_path(route, pq).parse::<Uri>() {
+            Ok(u) => *req.uri_mut() = u,
+            Err(_) => return (json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "bad request target"})), None),
+        }
+    }
     let upgrade = routes::wants_upgrade(req.headers());
     routes::strip_hop_by_hop(req.headers_mut(), upgrade);
-    routes::set_forwarded(req.headers_mut(), peer.ip(), r.spec.trust_forwarded);
-    *req.uri_mut() = uri;
-    let res = if upgrade { tunnel(r, route, req).await } else { forward(r, route, req).await };
+    routes::set_forwarded(req.headers_mut(), &c.peer_ip, r.spec.trust_forwarded);
+    if !req.headers().contains_key(hyper::header::HOST) {
+        // HTTP/1.0 without Host: name the upstream, as HTTP/1.1 requires.
+        if let Ok(host) = HeaderValue::from_str(&route.upstream) {
+            req.headers_mut().insert(hyper::header::HOST, host);
+        }
+    }
+    // Boxed where rare (an upgrade, a new connection): the future of every
+    // request is kept per client connection, and its size is theirs.
+    let res = if upgrade { Box::pin(tunnel(r, route, req)).await } else { forward(r, &c.upstreams, route, req).await };
     (res, Some(&route.upstream))
 }
 
@@ -258,13 +290,84 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     last
 }
 
-async fn forward(r: &Router, route: &Route, req: Request<Incoming>) -> Response<Body> {
-    match tokio::time::timeout(r.spec.upstream_timeout, r.client.request(req)).await {
+/// Opens a connection to an upstream (within connect_timeout, no Nagle).
+async fn connect(r: &Router, addr: &str) -> Result<(SendRequest<UpBody>, UpstreamConn), String> {
+    let stream = match tokio::time::timeout(r.spec.connect_timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(describe(&e)),
+        Err(_) => return Err("connect timeout".into()),
+    };
+    let _ = stream.set_nodelay(true);
+    r.upstream_http.handshake(TokioIo::new(stream)).await.map_err(|e| describe(&e))
+}
+
+/// Sends `req` to `addr` on this client connection's upstream connection,
+/// kept from an earlier request, or a new one. A kept connection can be
+/// closed by the upstream while idle (keep-alive timeout) or just as the
+/// request goes out; the request is then sent once more on a new
+/// connection if it was not sent at all, or if sending it twice is
+/// harmless: an idempotent method without a body (what nginx does with a
+/// cached upstream connection). Anything else gets the error (502).
+async fn exchange(
+    r: &Router,
+    ups: &Upstreams,
+    addr: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Incoming>, String> {
+    let mut req = req.map(Either::Left);
+    if let Some(mut sender) = ups.take(addr) {
+        if sender.ready().await.is_ok() {
+            let replay = replayable(&req);
+            match sender.try_send_request(req).await {
+                Ok(res) => {
+                    ups.keep(addr, sender);
+                    return Ok(res);
+                }
+                Err(mut e) => match (e.take_message(), replay) {
+                    (Some(unsent), _) => req = unsent,
+                    (None, Some(again)) => {
+                        tracing::debug!("router: {addr} closed a kept connection under a request ({}); sending it again on a new one", describe(e.error()));
+                        req = again;
+                    }
+                    (None, None) => return Err(describe(&e.into_error())),
+                },
+            }
+        }
+    }
+    let (mut sender, conn) = Box::pin(connect(r, addr)).await?;
+    ups.adopt(conn);
+    let res = sender.send_request(req).await.map_err(|e| describe(&e))?;
+    ups.keep(addr, sender);
+    Ok(res)
+}
+
+/// A copy of `req` to send again if the upstream drops the connection
+/// under it: only for an idempotent method (RFC 9110 9.2.2) with no body.
+fn replayable(req: &Request<UpBody>) -> Option<Request<UpBody>> {
+    use hyper::body::Body as _;
+    use hyper::Method;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    if !idempotent || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(Either::Right(http_body_util::Empty::new()));
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+async fn forward(r: &Router, ups: &Upstreams, route: &Route, req: Request<Incoming>) -> Response<Body> {
+    match tokio::time::timeout(r.spec.upstream_timeout, exchange(r, ups, &route.upstream, req)).await {
         Ok(Ok(mut res)) => {
             routes::strip_hop_by_hop(res.headers_mut(), false);
             res.map(Either::Left)
         }
-        Ok(Err(e)) => bad_gateway(r, route, describe(&e)),
+        Ok(Err(detail)) => bad_gateway(r, route, detail),
         Err(_) => {
             bad_gateway(r, route, format!("no response within {}", humantime::format_duration(r.spec.upstream_timeout)))
         }
@@ -274,21 +377,16 @@ async fn forward(r: &Router, route: &Route, req: Request<Incoming>) -> Response<
 /// Passes an Upgrade request on its own connection; on 101 both sides are
 /// joined byte for byte until either closes.
 async fn tunnel(r: &Router, route: &Route, mut req: Request<Incoming>) -> Response<Body> {
-    let connect = tokio::net::TcpStream::connect(route.upstream.as_str());
-    let stream = match tokio::time::timeout(r.spec.connect_timeout, connect).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return bad_gateway(r, route, describe(&e)),
-        Err(_) => return bad_gateway(r, route, "connect timeout".into()),
-    };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(stream)).await {
+    let (mut sender, conn) = match connect(r, &route.upstream).await {
         Ok(x) => x,
-        Err(e) => return bad_gateway(r, route, describe(&e)),
+        Err(detail) => return bad_gateway(r, route, detail),
     };
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
     let client_side = hyper::upgrade::on(&mut req);
-    let mut res = match tokio::time::timeout(r.spec.upstream_timeout, sender.send_request(req)).await {
+    let mut res = match tokio::time::timeout(r.spec.upstream_timeout, sender.send_request(req.map(Either::Left))).await
+    {
         Ok(Ok(res)) => res,
         Ok(Err(e)) => return bad_gateway(r, route, describe(&e)),
         Err(_) => {

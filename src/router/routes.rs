@@ -39,6 +39,15 @@ const HOP_BY_HOP: [&str; 8] = [
 /// anything), then the fixed hop-by-hop set. `Upgrade` goes too unless this
 /// is an upgrade being passed through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of them: one look at each name is cheaper
+    // than a dozen removals (each a hash lookup). Headers named in
+    // `Connection` only count when `Connection` is there, which this sees.
+    if !headers.keys().any(|k| *k == UPGRADE || HOP_BY_HOP.contains(&k.as_str())) {
+        if keep_upgrade {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     let named: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|t| HeaderName::from_bytes(t).ok())
         .filter(|n| !(keep_upgrade && *n == UPGRADE))
@@ -96,38 +105,46 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// unless the client is a trusted proxy, so nobody can claim another IP.
 const UNTRUSTED_FORWARDING: [&str; 4] = ["forwarded", "x-real-ip", "x-forwarded-port", "x-forwarded-prefix"];
 
-/// Sets X-Forwarded-For/-Proto/-Host. Untrusted clients' values are
-/// replaced (and other forwarding headers dropped); behind a trusted proxy
-/// the peer is appended to its list.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: std::net::IpAddr, trust: bool) {
-    if !trust {
+const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+const XF_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const XF_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The client's address as a header value, made once per connection.
+pub fn peer_value(peer: std::net::IpAddr) -> HeaderValue {
+    // An IP address is always a valid header value.
+    HeaderValue::from_str(&peer.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Sets X-Forwarded-For/-Proto/-Host; `peer` is the client's address
+/// (`peer_value`). Untrusted clients' values are replaced (and other
+/// forwarding headers dropped); behind a trusted proxy the peer is appended
+/// to its list.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trust: bool) {
+    if !trust && headers.keys().any(|k| UNTRUSTED_FORWARDING.contains(&k.as_str())) {
         for h in UNTRUSTED_FORWARDING {
             headers.remove(h);
         }
     }
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let proto = HeaderName::from_static("x-forwarded-proto");
-    let xhost = HeaderName::from_static("x-forwarded-host");
     let prior = trust
-        .then(|| headers.get_all(&xff).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", "))
+        .then(|| headers.get_all(XFF).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", "))
         .filter(|s| !s.is_empty());
     let value = match prior {
-        Some(p) => format!("{p}, {peer}"),
-        None => peer.to_string(),
+        Some(p) => HeaderValue::from_str(&format!("{p}, {}", peer.to_str().unwrap_or_default())).ok(),
+        None => Some(peer.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(xff, v);
+    if let Some(v) = value {
+        headers.insert(XFF, v);
     }
-    if !(trust && headers.contains_key(&proto)) {
-        headers.insert(proto, HeaderValue::from_static("http"));
+    if !(trust && headers.contains_key(XF_PROTO)) {
+        headers.insert(XF_PROTO, HeaderValue::from_static("http"));
     }
-    if !(trust && headers.contains_key(&xhost)) {
+    if !(trust && headers.contains_key(XF_HOST)) {
         match headers.get(HOST).cloned() {
             Some(h) => {
-                headers.insert(xhost, h);
+                headers.insert(XF_HOST, h);
             }
             None => {
-                headers.remove(xhost);
+                headers.remove(XF_HOST);
             }
         }
     }
@@ -215,7 +232,7 @@ mod tests {
 
     #[test]
     fn forwarded_headers_replaced_unless_trusted() {
-        let peer: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        let peer = peer_value("10.1.2.3".parse().unwrap());
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
@@ -223,12 +240,12 @@ mod tests {
         h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
         h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
         let mut untrusted = h.clone();
-        set_forwarded(&mut untrusted, peer, false);
+        set_forwarded(&mut untrusted, &peer, false);
         assert!(untrusted.get("forwarded").is_none() && untrusted.get("x-real-ip").is_none());
         assert_eq!(untrusted.get("x-forwarded-for").unwrap(), "10.1.2.3");
         assert_eq!(untrusted.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(untrusted.get("x-forwarded-host").unwrap(), "example.com");
-        set_forwarded(&mut h, peer, true);
+        set_forwarded(&mut h, &peer, true);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "6.6.6.6, 10.1.2.3");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
     }
