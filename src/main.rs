@@ -125,7 +125,15 @@ fn up(args: UpArgs) -> u8 {
                 listeners.insert(unit.name.clone(), l);
             }
             Err(e) => {
-                errln!("{}: unit {}: cannot listen on {}: {e}", unit.file.display(), unit.name, spec.listen);
+                let at = spec.listen_at;
+                errln!(
+                    "{}:{}:{}: unit {}: cannot listen on {}: {e}",
+                    unit.file.display(),
+                    at.line,
+                    at.column,
+                    unit.name,
+                    spec.listen
+                );
                 return 2;
             }
         }

@@ -306,12 +306,28 @@ fn busy_port_is_a_start_up_error() {
     let (code, _) = f.wait_exit(T);
     assert_eq!(code, 2);
     assert!(
-        f.stderr()
-            .contains(&format!("router.toml: unit router: cannot listen on 127.0.0.1:{port}: Address already in use")),
+        f.stderr().contains(&format!(
+            "router.toml:2:10: unit router: cannot listen on 127.0.0.1:{port}: Address already in use"
+        )),
         "{}",
         f.stderr()
     );
     assert!(!d.file("ran").exists());
+}
+
+#[test]
+fn moving_listen_down_a_line_is_not_a_change_on_reload() {
+    let d = TempDir::new("relisten");
+    let port = free_port();
+    let text = format!("[router]\nlisten = \"127.0.0.1:{port}\"\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\n");
+    d.unit("router", &text);
+    let mut f = Flowinit::up(&d, Opts::default());
+    f.wait_state("router", "running");
+    d.unit("router", &format!("# the public port\n{text}"));
+    let (code, out, err) = f.ctl(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "added: none; removed: none; changed: none; unchanged: 1");
+    assert_eq!(f.stop(T), 0);
 }
 
 #[test]

@@ -15,7 +15,8 @@ Environment: FLOWINIT (binary), ROUTER_BENCH_SECS (10), ROUTER_BENCH_WARMUP (2),
 ROUTER_BENCH_REPS (3), ROUTER_BENCH_RECORD (1: rewrite the table in
 docs/router.md), ROUTER_BENCH_KEEP (1: keep the temp dir),
 ROUTER_BENCH_ALT (another flowinit binary, e.g. a patched build: added as
-peer "alt", access_log = false, for an A/B comparison in the same run),
+peer "alt", access_log = false, for an A/B comparison in the same run;
+ROUTER_BENCH_ALT_LOG=1 gives alt the default access log instead),
 ROUTER_BENCH_PEERS (space-separated subset, e.g. "direct nginx flowinit alt").
 """
 
@@ -294,7 +295,8 @@ def run(tmp):
     fl_log, lsock, llog = flowinit(tmp, "flowinit-log", lport, bport, "")
     alt_bin = os.environ.get("ROUTER_BENCH_ALT")
     aport = free_port()
-    alt = flowinit(tmp, "alt", aport, bport, "access_log = false\n", alt_bin)[0] if alt_bin else None
+    alt_extra = "" if os.environ.get("ROUTER_BENCH_ALT_LOG") == "1" else "access_log = false\n"
+    alt = flowinit(tmp, "alt", aport, bport, alt_extra, alt_bin)[0] if alt_bin else None
     for port, what in ((bport, "backend nginx"), (nport, "nginx proxy"), (fport, "flowinit"),
                        (lport, "flowinit (access log)")) + (((aport, "alt"),) if alt else ()):
         wait_port(port, what)

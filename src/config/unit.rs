@@ -40,6 +40,8 @@ pub struct Unit {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouterSpec {
     pub listen: std::net::SocketAddr,
+    /// Where `listen` is written, for the error when the port is busy.
+    pub listen_at: SourcePos,
     pub routes: Vec<Route>,
     pub stop_timeout: Duration,
     pub connect_timeout: Duration,
@@ -53,6 +55,21 @@ pub struct RouterSpec {
     /// Keep X-Forwarded-* from the client (behind a trusted load balancer)
     /// instead of replacing them.
     pub trust_forwarded: bool,
+}
+
+/// A line and column in a unit file (1-based).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SourcePos {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Where a key is written is not part of what a unit is: a reload after
+/// a comment was added above it must not see a changed unit.
+impl PartialEq for SourcePos {
+    fn eq(&self, _: &SourcePos) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

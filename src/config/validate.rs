@@ -350,8 +350,10 @@ fn build_router(
     if r.routes.is_empty() {
         errors.push(file.error(Some(r.listen.span()), "a router needs at least one [[router.routes]]".into()));
     }
+    let (line, column) = line_col(file.text, r.listen.span().start);
     let spec = RouterSpec {
         listen: listen?,
+        listen_at: SourcePos { line, column },
         routes,
         stop_timeout: duration(file, &r.stop_timeout, DEFAULT_STOP_TIMEOUT, errors),
         connect_timeout: duration(file, &r.connect_timeout, DEFAULT_ROUTER_CONNECT_TIMEOUT, errors),
