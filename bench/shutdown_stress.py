@@ -15,8 +15,10 @@ Per trial it asserts:
   * nothing survives: no process is left in the trial's PID namespace, and
     no host process has the trial's temp dir in its cmdline or cwd;
   * the log names every SIGTERM-ignoring unit as one that used up the budget
-    ("shutdown budget of … spent; still stopping: a, b" or
-    "unit X: sending SIGKILL … the shutdown budget ran out");
+    ("shutdown budget of … spent; still stopping: a, b; not yet signalled
+    (waiting for dependents): c" or "unit X: sending SIGKILL … the shutdown
+    budget ran out");
+  * no unit is restarted after the SIGTERM ("…, restarting in …");
   * no panic in flowinit's output ("panicked", its panic hook's "internal
     error (a bug)", "supervisor crashed").
 
@@ -230,10 +232,16 @@ def trial(n, args, binary, base):
         if harness.panicked(err):
             res["problems"].append("flowinit panicked: %s" % harness.panic_excerpt(err))
         named = set()
-        for m in re.finditer(r"shutdown budget of \S+ spent; still stopping: ([^;\n]*)", err):
-            named.update(x.strip() for x in m.group(1).split(","))
+        for m in re.finditer(r"shutdown budget of \S+ spent; still stopping: ([^;\n]*)"
+                             r"(?:; not yet signalled \(waiting for dependents\): ([^;\n]*))?", err):
+            for g in m.groups():
+                named.update(x.strip() for x in (g or "").split(",") if x.strip())
         for m in re.finditer(r"unit (\S+): sending SIGKILL to process group \d+: the shutdown budget ran out", err):
             named.add(m.group(1))
+        after_term = err.split("SIGTERM received", 1)[1] if "SIGTERM received" in err else ""
+        restarts = re.findall(r"unit (\S+) [^\n]*, restarting in ", after_term)
+        if restarts:
+            res["problems"].append("units restarted during the shutdown: %s" % sorted(set(restarts)))
         res["named"] = sorted(named)
         res["budget_line"] = bool(re.search(r"shutdown budget of \S+ spent", err))
         missing = [u for u in STUBBORN if u not in named]

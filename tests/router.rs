@@ -499,6 +499,23 @@ fn a_request_lost_on_a_kept_connection_is_sent_again_only_if_idempotent() {
 }
 
 #[test]
+fn a_request_sent_on_an_idle_connection_as_the_router_stops_is_answered() {
+    let mut s = keepalive_stack("kagrace");
+    let mut c = KeepAlive::open(s.port);
+    assert_eq!(c.get("/a/1").status, 200);
+    s.f.signal(libc::SIGTERM);
+    // The listener closes first; the idle connection is still there.
+    wait_for("the listener closed", T, || TcpStream::connect(("127.0.0.1", s.port)).is_err().then_some(()));
+    let r = c.get("/a/2");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("connection").as_deref(), Some("close"), "{}", r.head);
+    let mut rest = Vec::new();
+    c.0.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "then the router closes the connection");
+    assert_eq!(s.f.wait_exit(T).0, 0);
+}
+
+#[test]
 fn one_client_connection_to_two_upstreams_keeps_a_connection_to_each() {
     let mut s = keepalive_stack("katwo");
     let mut c = KeepAlive::open(s.port);

@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -76,7 +76,18 @@ pub struct Router {
     snapshot: watch::Receiver<Snapshot>,
     stats: Arc<RouterStats>,
     access: Option<mpsc::Sender<String>>,
+    /// Set when the router stops: every answer from then on says
+    /// `Connection: close`.
+    draining: AtomicBool,
 }
+
+/// How long after the stop an idle keep-alive connection stays open. A
+/// client (a load balancer above all) may have sent its next request on it
+/// at the very moment of the stop; closing at once would lose that request
+/// (a reset instead of an answer). Within this grace it is answered, with
+/// `Connection: close`. The drain deadline (stop_timeout, shutdown budget)
+/// still ends everything.
+const KEEPALIVE_GRACE: Duration = Duration::from_secs(1);
 
 impl Router {
     pub fn new(
@@ -89,7 +100,7 @@ impl Router {
         // Response heads are held to the same limit as request heads; this
         // also caps the read buffer of a long download.
         upstream_http.max_buf_size(MAX_HEADER_BYTES);
-        Router { spec, upstream_http, snapshot, stats, access }
+        Router { spec, upstream_http, snapshot, stats, access, draining: AtomicBool::new(false) }
     }
 
     /// (ready, state name) of a unit, from the latest snapshot.
@@ -147,15 +158,24 @@ pub async fn serve(
                 let svc = hyper::service::service_fn(move |req| handle(client.clone(), req));
                 let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
                 let mut stopping = stop.clone();
+                let this = router.clone();
                 conns.spawn(async move {
                     let mut conn = std::pin::pin!(conn);
                     let mut stop = std::pin::pin!(stopping.changed());
-                    let mut draining = false;
+                    let (mut stopped, mut closing) = (false, false);
+                    let mut grace = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
                     let result = std::future::poll_fn(|cx| {
-                        if !draining && stop.as_mut().poll(cx).is_ready() {
-                            // Finish the request in flight, then close;
-                            // idle keep-alive connections close at once.
-                            draining = true;
+                        if !stopped && stop.as_mut().poll(cx).is_ready() {
+                            // Answers now say Connection: close; an idle
+                            // connection gets KEEPALIVE_GRACE for a request
+                            // that may already be on its way.
+                            stopped = true;
+                            this.draining.store(true, Ordering::Relaxed);
+                            grace.as_mut().reset(tokio::time::Instant::now() + KEEPALIVE_GRACE);
+                        }
+                        if stopped && !closing && grace.as_mut().poll(cx).is_ready() {
+                            // Finish the request in flight, then close.
+                            closing = true;
                             conn.as_mut().graceful_shutdown();
                         }
                         together.poll(cx, conn.as_mut())
@@ -169,6 +189,7 @@ pub async fn serve(
             _ = stop.changed() => break,
         }
     }
+    router.draining.store(true, Ordering::Relaxed);
     drop(listener);
     loop {
         let until = *drain.borrow_and_update();
@@ -207,7 +228,10 @@ async fn handle(c: Arc<Client>, req: Request<Incoming>) -> Result<Response<Body>
     let _guard = InFlight(&r.stats.in_flight);
     let logged = (r.spec.access_log && !r.spec.access_log_skip.iter().any(|p| p == req.uri().path()))
         .then(|| (Instant::now(), req.method().clone(), req.uri().path().to_string()));
-    let (res, upstream) = route(&c, req).await;
+    let (mut res, upstream) = route(&c, req).await;
+    if r.draining.load(Ordering::Relaxed) && res.status() != StatusCode::SWITCHING_PROTOCOLS {
+        res.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some((start, method, path)) = logged {
         let ms = start.elapsed().as_secs_f64() * 1000.0;
         let (peer, status) = (c.peer, res.status().as_u16());

@@ -304,14 +304,19 @@ impl UnitTask {
         let pgrp = pid.raw();
         loop {
             tokio::select! {
-                term = &mut *exit => return match term {
-                    Ok(t) => Outcome::Exited(t),
-                    Err(_) => Outcome::ManagerGone,
-                },
+                // A stop queued before the exit was seen wins: at the end
+                // of the shutdown budget the manager queues Stop and then
+                // SIGKILLs every descendant, and that death is not a crash
+                // to restart from.
+                biased;
                 cmd = self.cmds.recv() => match cmd {
                     Some(UnitCmd::Stop { deadline }) => return Outcome::StopRequested(deadline),
                     None => return Outcome::ManagerGone,
                     Some(_) => {}
+                },
+                term = &mut *exit => return match term {
+                    Ok(t) => Outcome::Exited(t),
+                    Err(_) => Outcome::ManagerGone,
                 },
                 Some(result) = next_result(&mut readiness) => match result {
                     Ok(()) => {
