@@ -9,7 +9,7 @@ use super::unit_task::{UnitCmd, UnitEvent, UnitStatus};
 use crate::config::unit::RouterSpec;
 use crate::logs::forward::{emit, UnitLog};
 use crate::logs::{LogSink, Stream};
-use crate::router::{serve, Router, RouterStats};
+use crate::router::{serve_on_own_thread, Router, RouterStats};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -57,7 +57,7 @@ impl RouterTask {
             Some(l) => Ok(l),
             None => crate::router::bind(addr),
         };
-        let listener = match bound.and_then(tokio::net::TcpListener::from_std) {
+        let listener = match bound {
             Ok(l) => l,
             Err(e) => {
                 let why = format!("cannot listen on {addr}: {e}");
@@ -81,7 +81,15 @@ impl RouterTask {
         let router = Arc::new(Router::new(self.spec.clone(), self.snapshot.clone(), self.stats.clone(), access));
         let (stop_tx, stop_rx) = watch::channel(false);
         let (drain_tx, drain_rx) = watch::channel(tokio::time::Instant::now());
-        let mut server = tokio::spawn(serve(listener, router, stop_rx, drain_rx));
+        let mut server = match serve_on_own_thread(listener, router, stop_rx, drain_rx) {
+            Ok(done) => done,
+            Err(e) => {
+                let why = format!("cannot start the router's thread: {e}");
+                tracing::error!("unit {name}: {why}");
+                self.report(status, State::Failed, Some(why)).await;
+                return;
+            }
+        };
         tracing::info!("unit {name}: listening on {addr}");
         self.report(status, State::Running, None).await;
         loop {
