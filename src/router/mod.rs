@@ -55,7 +55,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// Runs [`serve`] on a thread of its own, in a single-threaded runtime,
 /// until it returns; the receiver is told then (or dropped if the thread
-/// died). One thread keeps every connection's task where its sockets'
+/// died). `beside` runs on the same thread while the router does (the
+/// access log's writer: lines then pass to it without waking another
+/// thread, and go out in batches of what piled up while the router was
+/// busy). One thread keeps every connection's task where its sockets'
 /// events arrive, and keeps the public port's latency apart from whatever
 /// the supervisor's runtime is busy with (a log flood, a reload): measured
 /// at 32 connections, the p99 on the supervisor's two worker threads was
@@ -65,6 +68,7 @@ pub fn serve_on_own_thread(
     router: Arc<Router>,
     stop: watch::Receiver<bool>,
     drain: watch::Receiver<tokio::time::Instant>,
+    beside: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
     let (done, finished) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name("flowinit-router".into()).spawn(move || {
@@ -76,10 +80,17 @@ pub fn serve_on_own_thread(
             }
         };
         runtime.block_on(async move {
+            let beside = beside.map(tokio::spawn);
             // Registered with this thread's runtime, where it is polled.
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => serve(l, router, stop, drain).await,
                 Err(e) => tracing::error!("router: cannot use its listen socket: {e}"),
+            }
+            // Once the router (and with it every sender) is gone, the
+            // access log's last lines are written and it ends; bounded, in
+            // case a straggler still holds a sender.
+            if let Some(task) = beside {
+                let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
             }
         });
         let _ = done.send(());

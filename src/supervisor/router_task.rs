@@ -66,22 +66,23 @@ impl RouterTask {
                 return;
             }
         };
+        let mut access_writer = None;
         let access = self.spec.access_log.then(|| {
             let (tx, mut rx) = mpsc::channel::<String>(ACCESS_LOG_QUEUE);
             let (log, sink) = (self.log.clone(), self.sink.clone());
-            tokio::spawn(async move {
+            access_writer = Some(Box::pin(async move {
                 let mut lines = Vec::new();
                 while rx.recv_many(&mut lines, 256).await > 0 {
                     emit(&log, Stream::Stdout, &sink, &lines).await;
                     lines.clear();
                 }
-            });
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
             tx
         });
         let router = Arc::new(Router::new(self.spec.clone(), self.snapshot.clone(), self.stats.clone(), access));
         let (stop_tx, stop_rx) = watch::channel(false);
         let (drain_tx, drain_rx) = watch::channel(tokio::time::Instant::now());
-        let mut server = match serve_on_own_thread(listener, router, stop_rx, drain_rx) {
+        let mut server = match serve_on_own_thread(listener, router, stop_rx, drain_rx, access_writer) {
             Ok(done) => done,
             Err(e) => {
                 let why = format!("cannot start the router's thread: {e}");
