@@ -125,15 +125,14 @@ fn up(args: UpArgs) -> u8 {
                 listeners.insert(unit.name.clone(), l);
             }
             Err(e) => {
-                let at = spec.listen_at;
-                errln!(
-                    "{}:{}:{}: unit {}: cannot listen on {}: {e}",
-                    unit.file.display(),
-                    at.line,
-                    at.column,
-                    unit.name,
-                    spec.listen
-                );
+                let err = config::ConfigError {
+                    file: unit.file.clone(),
+                    line: spec.listen_at.line,
+                    column: spec.listen_at.column,
+                    unit: Some(unit.name.clone()),
+                    message: format!("cannot listen on {}: {e}", spec.listen),
+                };
+                errln!("{err}");
                 return 2;
             }
         }

@@ -101,14 +101,21 @@ pub(super) fn spawn(spec: SpawnSpec) -> io::Result<u32> {
     // SAFETY: plain waitpid on our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     let err = io::Error::from_raw_os_error(errno);
-    match Step::from(child.step.load(Ordering::Acquire)) {
-        Step::Exec => Err(err),
+    let what = match Step::from(child.step.load(Ordering::Acquire)) {
+        // The kernel's word is the whole story (ENOENT, ENOEXEC, EACCES).
+        Step::Exec => return Err(err),
+        Step::Stdio => "cannot set up stdin/stdout/stderr".to_string(),
+        Step::Session => "cannot create a session or process group".to_string(),
+        Step::Signals => "cannot reset the signal mask".to_string(),
+        Step::Groups => "setgroups failed".to_string(),
+        Step::Gid => "setgid failed".to_string(),
+        Step::Uid => "setuid failed".to_string(),
         Step::Chdir => {
             let dir = child.dir.as_ref().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
-            Err(io::Error::new(err.kind(), format!("cannot change to the working directory {dir}: {err}")))
+            format!("cannot change to the working directory {dir}")
         }
-        step => Err(io::Error::new(err.kind(), format!("{}: {err}", step.describe()))),
-    }
+    };
+    Err(io::Error::new(err.kind(), format!("{what}: {err}")))
 }
 
 /// What the child does, in this order; the failing step is reported.
@@ -131,19 +138,6 @@ impl Step {
             .into_iter()
             .find(|s| *s as i32 == v)
             .unwrap_or(Step::Exec)
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Step::Stdio => "cannot set up stdin/stdout/stderr",
-            Step::Chdir => "cannot change to the working directory",
-            Step::Session => "cannot create a session or process group",
-            Step::Signals => "cannot reset the signal mask",
-            Step::Groups => "setgroups failed",
-            Step::Gid => "setgid failed",
-            Step::Uid => "setuid failed",
-            Step::Exec => "exec failed",
-        }
     }
 }
 

@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -53,6 +53,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(std::net::TcpListener::from(fd))
 }
 
+/// Work that runs on the router's thread beside it (the access log's writer).
+pub type Beside = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Runs [`serve`] on a thread of its own, in a single-threaded runtime,
 /// until it returns; the receiver is told then (or dropped if the thread
 /// died). `beside` runs on the same thread while the router does (the
@@ -68,7 +71,7 @@ pub fn serve_on_own_thread(
     router: Arc<Router>,
     stop: watch::Receiver<bool>,
     drain: watch::Receiver<tokio::time::Instant>,
-    beside: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+    beside: Option<Beside>,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
     let (done, finished) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name("flowinit-router".into()).spawn(move || {
@@ -121,9 +124,9 @@ pub struct Router {
     snapshot: watch::Receiver<Snapshot>,
     stats: Arc<RouterStats>,
     access: Option<mpsc::Sender<String>>,
-    /// Set when the router stops: every answer from then on says
-    /// `Connection: close`.
-    draining: AtomicBool,
+    /// The stop signal [`serve`] gets too: once it is set, every answer
+    /// says `Connection: close`.
+    stopping: watch::Receiver<bool>,
 }
 
 /// How long after the stop an idle keep-alive connection stays open. A
@@ -140,12 +143,13 @@ impl Router {
         snapshot: watch::Receiver<Snapshot>,
         stats: Arc<RouterStats>,
         access: Option<mpsc::Sender<String>>,
+        stopping: watch::Receiver<bool>,
     ) -> Router {
         let mut upstream_http = hyper::client::conn::http1::Builder::new();
         // Response heads are held to the same limit as request heads; this
         // also caps the read buffer of a long download.
         upstream_http.max_buf_size(MAX_HEADER_BYTES);
-        Router { spec, upstream_http, snapshot, stats, access, draining: AtomicBool::new(false) }
+        Router { spec, upstream_http, snapshot, stats, access, stopping }
     }
 
     /// (ready, state name) of a unit, from the latest snapshot.
@@ -167,7 +171,7 @@ impl Router {
 /// flight finish within `drain`, and returns.
 /// `drain` is the deadline for requests in flight once stopping; it may be
 /// brought forward while draining (a second signal, the shutdown budget).
-pub async fn serve(
+async fn serve(
     listener: tokio::net::TcpListener,
     router: Arc<Router>,
     mut stop: watch::Receiver<bool>,
@@ -203,7 +207,6 @@ pub async fn serve(
                 let svc = hyper::service::service_fn(move |req| handle(client.clone(), req));
                 let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
                 let mut stopping = stop.clone();
-                let this = router.clone();
                 conns.spawn(async move {
                     let mut conn = std::pin::pin!(conn);
                     let mut stop = std::pin::pin!(stopping.changed());
@@ -215,7 +218,6 @@ pub async fn serve(
                             // connection gets KEEPALIVE_GRACE for a request
                             // that may already be on its way.
                             stopped = true;
-                            this.draining.store(true, Ordering::Relaxed);
                             grace.as_mut().reset(tokio::time::Instant::now() + KEEPALIVE_GRACE);
                         }
                         if stopped && !closing && grace.as_mut().poll(cx).is_ready() {
@@ -234,7 +236,6 @@ pub async fn serve(
             _ = stop.changed() => break,
         }
     }
-    router.draining.store(true, Ordering::Relaxed);
     drop(listener);
     loop {
         let until = *drain.borrow_and_update();
@@ -274,7 +275,7 @@ async fn handle(c: Arc<Client>, req: Request<Incoming>) -> Result<Response<Body>
     let logged = (r.spec.access_log && !r.spec.access_log_skip.iter().any(|p| p == req.uri().path()))
         .then(|| (Instant::now(), req.method().clone(), req.uri().path().to_string()));
     let (mut res, upstream) = route(&c, req).await;
-    if r.draining.load(Ordering::Relaxed) && res.status() != StatusCode::SWITCHING_PROTOCOLS {
+    if *r.stopping.borrow() && res.status() != StatusCode::SWITCHING_PROTOCOLS {
         res.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let Some((start, method, path)) = logged {

@@ -9,7 +9,7 @@ use super::unit_task::{UnitCmd, UnitEvent, UnitStatus};
 use crate::config::unit::RouterSpec;
 use crate::logs::forward::{emit, UnitLog};
 use crate::logs::{LogSink, Stream};
-use crate::router::{serve_on_own_thread, Router, RouterStats};
+use crate::router::{serve_on_own_thread, Beside, Router, RouterStats};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -37,6 +37,11 @@ impl RouterTask {
         let _ = self.events.send(UnitEvent { id: self.id, status: status.clone() }).await;
     }
 
+    async fn fail(&self, status: &mut UnitStatus, why: String) {
+        tracing::error!("unit {}: {why}", self.log.name);
+        self.report(status, State::Failed, Some(why)).await;
+    }
+
     pub async fn run(mut self) {
         let mut status = UnitStatus::new(State::Inactive, None);
         while let Some(cmd) = self.cmds.recv().await {
@@ -59,12 +64,7 @@ impl RouterTask {
         };
         let listener = match bound {
             Ok(l) => l,
-            Err(e) => {
-                let why = format!("cannot listen on {addr}: {e}");
-                tracing::error!("unit {name}: {why}");
-                self.report(status, State::Failed, Some(why)).await;
-                return;
-            }
+            Err(e) => return self.fail(status, format!("cannot listen on {addr}: {e}")).await,
         };
         let mut access_writer = None;
         let access = self.spec.access_log.then(|| {
@@ -76,20 +76,21 @@ impl RouterTask {
                     emit(&log, Stream::Stdout, &sink, &lines).await;
                     lines.clear();
                 }
-            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
+            }) as Beside);
             tx
         });
-        let router = Arc::new(Router::new(self.spec.clone(), self.snapshot.clone(), self.stats.clone(), access));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let router = Arc::new(Router::new(
+            self.spec.clone(),
+            self.snapshot.clone(),
+            self.stats.clone(),
+            access,
+            stop_rx.clone(),
+        ));
         let (drain_tx, drain_rx) = watch::channel(tokio::time::Instant::now());
         let mut server = match serve_on_own_thread(listener, router, stop_rx, drain_rx, access_writer) {
             Ok(done) => done,
-            Err(e) => {
-                let why = format!("cannot start the router's thread: {e}");
-                tracing::error!("unit {name}: {why}");
-                self.report(status, State::Failed, Some(why)).await;
-                return;
-            }
+            Err(e) => return self.fail(status, format!("cannot start the router's thread: {e}")).await,
         };
         tracing::info!("unit {name}: listening on {addr}");
         self.report(status, State::Running, None).await;
@@ -122,8 +123,7 @@ impl RouterTask {
                     Some(_) => {}
                 },
                 _ = &mut server => {
-                    tracing::error!("unit {name}: the router stopped unexpectedly");
-                    self.report(status, State::Failed, Some("the router stopped unexpectedly".into())).await;
+                    self.fail(status, "the router stopped unexpectedly".into()).await;
                     return;
                 }
             }
