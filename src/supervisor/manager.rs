@@ -398,6 +398,11 @@ impl Manager {
             }
             self.publish();
             if let Some(code) = self.finished() {
+                // A unit task's own SIGKILL at the budget's end may beat
+                // the timer above: the budget was still spent.
+                if self.slots.iter().any(|s| s.status.killed_at_deadline) {
+                    self.report_budget_spent();
+                }
                 self.sweep_leftovers().await;
                 tracing::info!("all units stopped; exiting with code {code}");
                 return code;
@@ -878,22 +883,7 @@ impl Manager {
     /// The budget is spent: SIGKILL whatever is left, name who used it up.
     async fn budget_spent(&mut self) -> u8 {
         let code = self.shutdown.as_ref().map_or(0, |s| s.code);
-        // The units that used the budget up were signalled and did not stop;
-        // the others were still waiting for their dependents to stop first.
-        let names = |f: &dyn Fn(&Slot) -> bool| {
-            let v: Vec<&str> = self.slots.iter().filter(|s| f(s)).map(|s| s.unit.name.as_str()).collect();
-            if v.is_empty() {
-                "none".to_string()
-            } else {
-                v.join(", ")
-            }
-        };
-        let late = names(&|s| (s.stop_sent && !s.is_down()) || s.status.killed_at_deadline);
-        let waiting = names(&|s| !s.stop_sent && !s.is_down());
-        tracing::error!(
-            "shutdown budget of {} spent; still stopping: {late}; not yet signalled (waiting for dependents): {waiting}; sending SIGKILL to everything left",
-            humantime::format_duration(self.opts.shutdown_timeout),
-        );
+        self.report_budget_spent();
         let now = Instant::now();
         for slot in self.slots.iter().filter(|s| !s.is_down()) {
             if let Some(tx) = &slot.tx {
@@ -911,6 +901,25 @@ impl Manager {
         }
         self.publish();
         code
+    }
+
+    /// Names the units that used the shutdown budget up: they were signalled
+    /// and did not stop; the others were still waiting for their dependents.
+    fn report_budget_spent(&self) {
+        let names = |f: &dyn Fn(&Slot) -> bool| {
+            let v: Vec<&str> = self.slots.iter().filter(|s| f(s)).map(|s| s.unit.name.as_str()).collect();
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        let late = names(&|s| (s.stop_sent && !s.is_down()) || s.status.killed_at_deadline);
+        let waiting = names(&|s| !s.stop_sent && !s.is_down());
+        tracing::error!(
+            "shutdown budget of {} spent; still stopping: {late}; not yet signalled (waiting for dependents): {waiting}; sending SIGKILL to everything left",
+            humantime::format_duration(self.opts.shutdown_timeout),
+        );
     }
 
     /// Every unit is down; anything that escaped its group (a daemon that
