@@ -278,6 +278,34 @@ fn slowloris_is_cut_off_and_others_still_served() {
 }
 
 #[test]
+fn the_header_clock_waits_for_answers_and_closes_idle_connections() {
+    let mut s = stack("clocks", "0", "header_timeout = \"1s\"\nupstream_timeout = \"2s\"", "");
+    s.ready();
+    let mut c = KeepAlive::open(s.port);
+    // Answers that take longer than header_timeout are not cut off: the
+    // header clock only runs while the router waits for a request head.
+    let r = c.get("/slow?ms=1300");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"slow done"[..]));
+    let r = c.get("/slow?ms=1300");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"slow done"[..]), "second slow answer on the same connection");
+    // An exchange that outlasts upstream_timeout gets its 502, and the
+    // connection goes on serving.
+    let r = c.get("/slow?ms=4000");
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["detail"], "no response within 2s");
+    assert_eq!(c.get("/echo/after").status, 200);
+    // Idle, the connection is closed once header_timeout has passed.
+    let idle = Instant::now();
+    let mut rest = Vec::new();
+    let n = c.0.read_to_end(&mut rest).unwrap();
+    let waited = idle.elapsed();
+    assert_eq!(n, 0, "nothing more was sent");
+    assert!(waited > Duration::from_millis(500), "closed too soon: {waited:?}");
+    assert!(waited < Duration::from_secs(8), "not closed: {waited:?}");
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
 fn graceful_drain_lets_a_slow_request_finish() {
     let mut s = stack("drain", "0", "stop_timeout = \"5s\"", "");
     s.ready();

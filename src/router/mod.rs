@@ -1,35 +1,39 @@
 //! The built-in HTTP router: one public port in front of the services.
 //! Longest-prefix routes to plain-HTTP upstreams; each client connection
-//! has its own keep-alive upstream connections, driven by the same task
-//! (see `conn`); bodies streamed both ways (SSE arrives event by event);
+//! has its own keep-alive upstream connections, used by its requests in
+//! its own task (see `upstream`; its timeouts: `clocks`); bodies streamed
+//! both ways (SSE arrives event by event);
 //! Upgrade requests (WebSocket) tunnelled; hop-by-hop headers dropped and
 //! X-Forwarded-* set; 503 with Retry-After while a route's unit is not
 //! ready; 502 with a short JSON body when the upstream fails; slow or
 //! oversized request headers cut off; graceful drain on stop. It learns
 //! unit readiness only from the supervisor's published snapshot.
 
-mod conn;
+mod clocks;
 pub mod routes;
+mod upstream;
 
 use crate::config::unit::{Route, RouterSpec};
 use crate::supervisor::manager::Snapshot;
 use bytes::Bytes;
-use conn::{Together, UpBody, UpstreamConn, Upstreams};
+use clocks::{Clocks, Expiry};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
+use upstream::{Exchanged, UpstreamBody, Upstreams};
 
-type Body = Either<Incoming, Full<Bytes>>;
+type Body = Either<UpstreamBody, Full<Bytes>>;
 
 /// Largest request head (request line and headers) accepted.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -120,7 +124,6 @@ impl Drop for InFlight<'_> {
 
 pub struct Router {
     spec: Arc<RouterSpec>,
-    upstream_http: hyper::client::conn::http1::Builder,
     snapshot: watch::Receiver<Snapshot>,
     stats: Arc<RouterStats>,
     access: Option<mpsc::Sender<String>>,
@@ -145,11 +148,7 @@ impl Router {
         access: Option<mpsc::Sender<String>>,
         stopping: watch::Receiver<bool>,
     ) -> Router {
-        let mut upstream_http = hyper::client::conn::http1::Builder::new();
-        // Response heads are held to the same limit as request heads; this
-        // also caps the read buffer of a long download.
-        upstream_http.max_buf_size(MAX_HEADER_BYTES);
-        Router { spec, upstream_http, snapshot, stats, access, stopping }
+        Router { spec, snapshot, stats, access, stopping }
     }
 
     /// (ready, state name) of a unit, from the latest snapshot.
@@ -178,10 +177,8 @@ async fn serve(
     mut drain: watch::Receiver<tokio::time::Instant>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(router.spec.header_timeout)
-        .max_buf_size(MAX_HEADER_BYTES)
-        .keep_alive(true);
+    // header_timeout is kept by each connection's `Clocks` instead.
+    http.header_read_timeout(None).max_buf_size(MAX_HEADER_BYTES).keep_alive(true);
     let mut conns = tokio::task::JoinSet::new();
     loop {
         while conns.try_join_next().is_some() {}
@@ -197,10 +194,11 @@ async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let mut together = Together::new();
+                let clocks = Arc::new(Clocks::new(router.spec.header_timeout));
                 let client = Arc::new(Client {
                     router: router.clone(),
-                    upstreams: together.upstreams(),
+                    upstreams: Arc::new(Upstreams::default()),
+                    clocks: clocks.clone(),
                     peer,
                     peer_ip: routes::peer_value(peer.ip()),
                 });
@@ -212,7 +210,8 @@ async fn serve(
                     let mut stop = std::pin::pin!(stopping.changed());
                     let (mut stopped, mut closing) = (false, false);
                     let mut grace = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
-                    let result = std::future::poll_fn(|cx| {
+                    let mut timer = clocks::Timer::new();
+                    let result = std::future::poll_fn(|cx| loop {
                         if !stopped && stop.as_mut().poll(cx).is_ready() {
                             // Answers now say Connection: close; an idle
                             // connection gets KEEPALIVE_GRACE for a request
@@ -225,7 +224,18 @@ async fn serve(
                             closing = true;
                             conn.as_mut().graceful_shutdown();
                         }
-                        together.poll(cx, conn.as_mut())
+                        if let Poll::Ready(done) = conn.as_mut().poll(cx) {
+                            return Poll::Ready(done);
+                        }
+                        match timer.poll(&clocks, cx) {
+                            Poll::Pending => return Poll::Pending,
+                            // The exchange fails when next polled.
+                            Poll::Ready(Expiry::Exchange) => {}
+                            Poll::Ready(Expiry::HeaderTimeout) => {
+                                tracing::debug!("router: connection from {peer}: no request head within header_timeout; closing it");
+                                return Poll::Ready(Ok(()));
+                            }
+                        }
                     })
                     .await;
                     if let Err(e) = result {
@@ -265,9 +275,43 @@ struct Client {
     peer: SocketAddr,
     /// `peer`'s address for X-Forwarded-For, made once.
     peer_ip: HeaderValue,
+    clocks: Arc<Clocks>,
 }
 
-async fn handle(c: Arc<Client>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+/// A response body that tells the connection's clocks when it ends.
+struct Answer {
+    body: Body,
+    clocks: Arc<Clocks>,
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.clocks.response_done();
+    }
+}
+
+impl hyper::body::Body for Answer {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+async fn handle(c: Arc<Client>, req: Request<Incoming>) -> Result<Response<Answer>, Infallible> {
+    c.clocks.request_started();
     let r = &c.router;
     r.stats.requests.fetch_add(1, Ordering::Relaxed);
     r.stats.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -283,7 +327,7 @@ async fn handle(c: Arc<Client>, req: Request<Incoming>) -> Result<Response<Body>
         let (peer, status) = (c.peer, res.status().as_u16());
         r.log(format!("{peer} {method} {path} {status} {ms:.1}ms -> {}", upstream.unwrap_or("-")));
     }
-    Ok(res)
+    Ok(res.map(|body| Answer { body, clocks: c.clocks.clone() }))
 }
 
 async fn route(c: &Client, mut req: Request<Incoming>) -> (Response<Body>, Option<&str>) {
@@ -328,7 +372,7 @@ async fn route(c: &Client, mut req: Request<Incoming>) -> (Response<Body>, Optio
     }
     // Boxed where rare (an upgrade, a new connection): the future of every
     // request is kept per client connection, and its size is theirs.
-    let res = if upgrade { Box::pin(tunnel(r, route, req)).await } else { forward(r, &c.upstreams, route, req).await };
+    let res = if upgrade { Box::pin(tunnel(r, route, req)).await } else { forward(c, route, req).await };
     (res, Some(&route.upstream))
 }
 
@@ -341,142 +385,67 @@ fn bad_gateway(r: &Router, route: &Route, detail: String) -> Response<Body> {
     )
 }
 
-/// Why an upstream request failed, in a few words.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    let mut last = e.to_string();
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-                std::io::ErrorKind::ConnectionReset => "connection reset".into(),
-                std::io::ErrorKind::TimedOut => "connect timeout".into(),
-                _ => io.to_string(),
-            };
+async fn forward(c: &Client, route: &Route, req: Request<Incoming>) -> Response<Body> {
+    let r = &*c.router;
+    c.clocks.exchange_started(r.spec.upstream_timeout);
+    let mut exchange = std::pin::pin!(upstream::exchange(&c.upstreams, &route.upstream, req, r.spec.connect_timeout));
+    // The connection's task says when upstream_timeout has passed.
+    let outcome = std::future::poll_fn(|cx| {
+        if c.clocks.exchange_expired() {
+            Poll::Ready(None)
+        } else {
+            exchange.as_mut().poll(cx).map(Some)
         }
-        last = err.to_string();
-        cur = err.source();
-    }
-    last
-}
-
-/// Opens a connection to an upstream (within connect_timeout, no Nagle).
-async fn connect(r: &Router, addr: &str) -> Result<(SendRequest<UpBody>, UpstreamConn), String> {
-    let stream = match tokio::time::timeout(r.spec.connect_timeout, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(describe(&e)),
-        Err(_) => return Err("connect timeout".into()),
-    };
-    let _ = stream.set_nodelay(true);
-    r.upstream_http.handshake(TokioIo::new(stream)).await.map_err(|e| describe(&e))
-}
-
-/// Sends `req` to `addr` on this client connection's upstream connection,
-/// kept from an earlier request, or a new one. A kept connection can be
-/// closed by the upstream while idle (keep-alive timeout) or just as the
-/// request goes out; the request is then sent once more on a new
-/// connection if it was not sent at all, or if sending it twice is
-/// harmless: an idempotent method without a body (what nginx does with a
-/// cached upstream connection). Anything else gets the error (502).
-async fn exchange(
-    r: &Router,
-    ups: &Upstreams,
-    addr: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Incoming>, String> {
-    let mut req = req.map(Either::Left);
-    if let Some(mut sender) = ups.take(addr) {
-        if sender.ready().await.is_ok() {
-            let replay = replayable(&req);
-            match sender.try_send_request(req).await {
-                Ok(res) => {
-                    ups.keep(addr, sender);
-                    return Ok(res);
-                }
-                Err(mut e) => match (e.take_message(), replay) {
-                    (Some(unsent), _) => req = unsent,
-                    (None, Some(again)) => {
-                        tracing::debug!("router: {addr} closed a kept connection under a request ({}); sending it again on a new one", describe(e.error()));
-                        req = again;
-                    }
-                    (None, None) => return Err(describe(&e.into_error())),
-                },
-            }
+    })
+    .await;
+    c.clocks.exchange_done();
+    match outcome {
+        Some(Ok(Exchanged { upgraded: Some(_), .. })) => {
+            bad_gateway(r, route, "101 Switching Protocols to a request that asked for no upgrade".into())
         }
-    }
-    let (mut sender, conn) = Box::pin(connect(r, addr)).await?;
-    ups.adopt(conn);
-    let res = sender.send_request(req).await.map_err(|e| describe(&e))?;
-    ups.keep(addr, sender);
-    Ok(res)
-}
-
-/// A copy of `req` to send again if the upstream drops the connection
-/// under it: only for an idempotent method (RFC 9110 9.2.2) with no body.
-fn replayable(req: &Request<UpBody>) -> Option<Request<UpBody>> {
-    use hyper::body::Body as _;
-    use hyper::Method;
-    let idempotent = matches!(
-        *req.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    );
-    if !idempotent || !req.body().is_end_stream() {
-        return None;
-    }
-    let mut copy = Request::new(Either::Right(http_body_util::Empty::new()));
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    Some(copy)
-}
-
-async fn forward(r: &Router, ups: &Upstreams, route: &Route, req: Request<Incoming>) -> Response<Body> {
-    match tokio::time::timeout(r.spec.upstream_timeout, exchange(r, ups, &route.upstream, req)).await {
-        Ok(Ok(mut res)) => {
-            routes::strip_hop_by_hop(res.headers_mut(), false);
-            res.map(Either::Left)
+        Some(Ok(Exchanged { mut response, upgraded: None })) => {
+            routes::strip_hop_by_hop(response.headers_mut(), false);
+            response.map(Either::Left)
         }
-        Ok(Err(detail)) => bad_gateway(r, route, detail),
-        Err(_) => {
+        Some(Err(detail)) => bad_gateway(r, route, detail),
+        None => {
             bad_gateway(r, route, format!("no response within {}", humantime::format_duration(r.spec.upstream_timeout)))
         }
     }
 }
 
-/// Passes an Upgrade request on its own connection; on 101 both sides are
-/// joined byte for byte until either closes.
+/// Passes an Upgrade request on a connection of its own; on 101 both sides
+/// are joined byte for byte until either closes.
 async fn tunnel(r: &Router, route: &Route, mut req: Request<Incoming>) -> Response<Body> {
-    let (mut sender, conn) = match connect(r, &route.upstream).await {
-        Ok(x) => x,
-        Err(detail) => return bad_gateway(r, route, detail),
-    };
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
     let client_side = hyper::upgrade::on(&mut req);
-    let mut res = match tokio::time::timeout(r.spec.upstream_timeout, sender.send_request(req.map(Either::Left))).await
-    {
-        Ok(Ok(res)) => res,
-        Ok(Err(e)) => return bad_gateway(r, route, describe(&e)),
+    // Never a kept connection: on 101 it becomes the tunnel.
+    let own = Arc::new(Upstreams::default());
+    let exchange = upstream::exchange(&own, &route.upstream, req, r.spec.connect_timeout);
+    match tokio::time::timeout(r.spec.upstream_timeout, exchange).await {
+        Ok(Ok(Exchanged { response, upgraded: Some(conn) })) => {
+            tokio::spawn(async move {
+                let client = match client_side.await {
+                    Ok(c) => c,
+                    Err(e) => return tracing::debug!("router: upgrade failed on the client's side: {e}"),
+                };
+                let mut client = TokioIo::new(client);
+                let (early, mut upstream) = conn.into_parts();
+                // What the upstream sent right behind its 101 came with it.
+                if !early.is_empty() && client.write_all(&early).await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+            response.map(Either::Left)
+        }
+        Ok(Ok(Exchanged { mut response, upgraded: None })) => {
+            routes::strip_hop_by_hop(response.headers_mut(), false);
+            response.map(Either::Left)
+        }
+        Ok(Err(detail)) => bad_gateway(r, route, detail),
         Err(_) => {
             let waited = humantime::format_duration(r.spec.upstream_timeout);
-            return bad_gateway(r, route, format!("no response within {waited}"));
+            bad_gateway(r, route, format!("no response within {waited}"))
         }
-    };
-    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let upstream_side = hyper::upgrade::on(&mut res);
-        tokio::spawn(async move {
-            match (client_side.await, upstream_side.await) {
-                (Ok(a), Ok(b)) => {
-                    let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
-                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
-                }
-                (a, b) => tracing::debug!("router: upgrade failed: {:?} / {:?}", a.err(), b.err()),
-            }
-        });
-    } else {
-        routes::strip_hop_by_hop(res.headers_mut(), false);
     }
-    res.map(Either::Left)
 }

@@ -35,33 +35,27 @@ const HOP_BY_HOP: [&str; 8] = [
     "transfer-encoding",
 ];
 
-/// Removes the headers named in `Connection` (first: they may name
-/// anything), then the fixed hop-by-hop set. `Upgrade` goes too unless this
-/// is an upgrade being passed through.
+/// Removes the headers named in `Connection` (they may name anything),
+/// and the fixed hop-by-hop set. `Upgrade` goes too unless this is an
+/// upgrade being passed through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none of them: one look at each name is cheaper
-    // than a dozen removals (each a hash lookup). Headers named in
-    // `Connection` only count when `Connection` is there, which this sees.
-    if !headers.keys().any(|k| *k == UPGRADE || HOP_BY_HOP.contains(&k.as_str())) {
-        if keep_upgrade {
-            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    let hop = |k: &HeaderName| (*k == UPGRADE && !keep_upgrade) || HOP_BY_HOP.contains(&k.as_str());
+    // One look at each name present, then a removal for each one found
+    // (usually just `Connection`), rather than a removal (a hash lookup)
+    // for every name that might be there. Headers named in `Connection`
+    // only count when `Connection` is there, which `hop` sees.
+    if headers.keys().any(hop) {
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .filter(|n| !(keep_upgrade && *n == UPGRADE))
+            .collect();
+        let doomed: Vec<HeaderName> = headers.keys().filter(|k| hop(k) || named.contains(k)).cloned().collect();
+        for n in doomed {
+            headers.remove(n);
         }
-        return;
-    }
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t).ok())
-        .filter(|n| !(keep_upgrade && *n == UPGRADE))
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        headers.remove(n);
     }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(UPGRADE);
     }
 }
 
