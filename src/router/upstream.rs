@@ -34,8 +34,10 @@ use tokio::net::TcpStream;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most header fields in a response head.
 const MAX_HEADERS: usize = 128;
-/// What one read asks the kernel for.
+/// What one read asks the kernel for at first; doubled while reads fill
+/// it (a long download), up to MAX_READ_SIZE.
 const READ_SIZE: usize = 8 * 1024;
+const MAX_READ_SIZE: usize = 64 * 1024;
 /// Longest chunk-size line (with extensions) of a chunked body.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 
@@ -44,6 +46,8 @@ const MAX_CHUNK_LINE: usize = 4 * 1024;
 pub struct UpConn {
     io: TcpStream,
     buf: BytesMut,
+    /// What the next read asks for.
+    read_size: usize,
 }
 
 /// The upstream connections of one client connection, kept between its
@@ -89,7 +93,7 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<UpConn, Failure> {
         Err(_) => return Err("connect timeout".into()),
     };
     let _ = io.set_nodelay(true);
-    Ok(UpConn { io, buf: BytesMut::with_capacity(READ_SIZE) })
+    Ok(UpConn { io, buf: BytesMut::with_capacity(READ_SIZE), read_size: READ_SIZE })
 }
 
 pub fn describe_io(e: &std::io::Error) -> String {
@@ -223,12 +227,17 @@ fn body_length(method: &Method, head: &Head) -> Result<Remaining, Failure> {
 
 /// Reads more of `conn` into its buffer; Ok(0) at the end of the stream.
 fn poll_fill(conn: &mut UpConn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-    if conn.buf.capacity() - conn.buf.len() < READ_SIZE / 2 {
-        conn.buf.reserve(READ_SIZE);
+    if conn.buf.capacity() - conn.buf.len() < conn.read_size / 2 {
+        conn.buf.reserve(conn.read_size);
     }
+    let room = conn.buf.capacity() - conn.buf.len();
     // tokio's read_buf fills the spare capacity; it reads nothing while
     // pending, so a new one each time is the same as keeping one.
-    std::pin::pin!(conn.io.read_buf(&mut conn.buf)).poll(cx)
+    let n = ready!(std::pin::pin!(conn.io.read_buf(&mut conn.buf)).poll(cx))?;
+    if n == room {
+        conn.read_size = (conn.read_size * 2).min(MAX_READ_SIZE);
+    }
+    Poll::Ready(Ok(n))
 }
 
 /// True if a kept connection was closed by the upstream (or sent
@@ -363,7 +372,7 @@ struct Broken {
 /// responses other than 101. Returns the head and whether the whole
 /// request went out before it.
 async fn round_trip(conn: &mut UpConn, out: &mut Outgoing) -> Result<(Head, bool), Broken> {
-    let mut sending = true;
+    let (mut sending, mut cut) = (true, false);
     std::future::poll_fn(|cx| loop {
         if sending {
             match out.poll_send(&mut conn.io, cx) {
@@ -375,7 +384,7 @@ async fn round_trip(conn: &mut UpConn, out: &mut Outgoing) -> Result<(Head, bool
                         let unsent = out.sent == 0;
                         return Poll::Ready(Err(Broken { why: describe_io(&e), unsent, answered: false }));
                     }
-                    sending = false;
+                    (sending, cut) = (false, true);
                     out.body = None;
                     out.pending = Pending::default();
                 }
@@ -388,7 +397,8 @@ async fn round_trip(conn: &mut UpConn, out: &mut Outgoing) -> Result<(Head, bool
                 if (100..200).contains(&s) && s != 101 {
                     continue;
                 }
-                return Poll::Ready(Ok((head, !sending && out.pending.is_empty() && out.body.is_none())));
+                let complete = !sending && !cut && out.pending.is_empty() && out.body.is_none();
+                return Poll::Ready(Ok((head, complete)));
             }
             Ok(None) => {}
             Err(why) => return Poll::Ready(Err(Broken { why, unsent: false, answered: true })),
@@ -754,7 +764,7 @@ mod tests {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let io = TcpStream::connect(l.local_addr()?).await?;
             let mut body = UpstreamBody {
-                conn: Some(UpConn { io, buf: BytesMut::new() }),
+                conn: Some(UpConn { io, buf: BytesMut::new(), read_size: READ_SIZE }),
                 remaining: Remaining::Chunked(Chunk::Size),
                 reuse: None,
             };
