@@ -23,6 +23,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENG
 use hyper::{Method, Request, Response, StatusCode};
 use std::future::Future;
 use std::io::IoSlice;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
@@ -151,9 +152,11 @@ struct Head {
 /// Takes a response head off the front of `buf`, or None while it is
 /// incomplete. Header values share the bytes read (no copy).
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Failure> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut fields);
-    let len = match res.parse(buf) {
+    // Uninitialised slots: 128 headers are 4 KiB to clear otherwise, for
+    // the few a response has.
+    let mut fields = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut fields) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
             return Err("response head too large".into());
@@ -167,14 +170,11 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Failure> {
     // head once it is split off.
     let base = buf.as_ptr() as usize;
     let at = |s: &[u8]| (s.as_ptr() as usize).wrapping_sub(base);
-    let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
-    let count = res.headers.len();
-    for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
-        *span = (at(h.name.as_bytes()), h.name.len(), at(h.value), h.value.len());
-    }
+    let spans: Vec<(usize, usize, usize, usize)> =
+        res.headers.iter().map(|h| (at(h.name.as_bytes()), h.name.len(), at(h.value), h.value.len())).collect();
     let raw = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(name_at, name_len, value_at, value_len) in &spans[..count] {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &(name_at, name_len, value_at, value_len) in &spans {
         let name = raw.get(name_at..name_at + name_len).ok_or("malformed response header")?;
         let name = HeaderName::from_bytes(name).map_err(|_| "malformed response header name")?;
         let value = if value_len == 0 {
