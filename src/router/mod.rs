@@ -151,6 +151,13 @@ impl Router {
         Router { spec, snapshot, stats, access, stopping }
     }
 
+    /// The router was told to stop. The stop signal only ever changes
+    /// once, to true, so a change is the stop (one atomic load, where
+    /// reading the value would take the watch's lock on every request).
+    fn is_stopping(&self) -> bool {
+        self.stopping.has_changed().unwrap_or(true)
+    }
+
     /// (ready, state name) of a unit, from the latest snapshot.
     fn unit_state(&self, name: &str) -> Option<(bool, &'static str)> {
         let snap = self.snapshot.borrow();
@@ -281,12 +288,12 @@ struct Client {
 /// A response body that tells the connection's clocks when it ends.
 struct Answer {
     body: Body,
-    clocks: Arc<Clocks>,
+    client: Arc<Client>,
 }
 
 impl Drop for Answer {
     fn drop(&mut self) {
-        self.clocks.response_done();
+        self.client.clocks.response_done();
     }
 }
 
@@ -312,22 +319,26 @@ impl hyper::body::Body for Answer {
 
 async fn handle(c: Arc<Client>, req: Request<Incoming>) -> Result<Response<Answer>, Infallible> {
     c.clocks.request_started();
-    let r = &c.router;
-    r.stats.requests.fetch_add(1, Ordering::Relaxed);
-    r.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-    let _guard = InFlight(&r.stats.in_flight);
-    let logged = (r.spec.access_log && !r.spec.access_log_skip.iter().any(|p| p == req.uri().path()))
-        .then(|| (Instant::now(), req.method().clone(), req.uri().path().to_string()));
-    let (mut res, upstream) = route(&c, req).await;
-    if *r.stopping.borrow() && res.status() != StatusCode::SWITCHING_PROTOCOLS {
-        res.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    if let Some((start, method, path)) = logged {
-        let ms = start.elapsed().as_secs_f64() * 1000.0;
-        let (peer, status) = (c.peer, res.status().as_u16());
-        r.log(format!("{peer} {method} {path} {status} {ms:.1}ms -> {}", upstream.unwrap_or("-")));
-    }
-    Ok(res.map(|body| Answer { body, clocks: c.clocks.clone() }))
+    let res = {
+        let r = &c.router;
+        r.stats.requests.fetch_add(1, Ordering::Relaxed);
+        r.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _guard = InFlight(&r.stats.in_flight);
+        let logged = (r.spec.access_log && !r.spec.access_log_skip.iter().any(|p| p == req.uri().path()))
+            .then(|| (Instant::now(), req.method().clone(), req.uri().path().to_string()));
+        let (mut res, upstream) = route(&c, req).await;
+        if r.is_stopping() && res.status() != StatusCode::SWITCHING_PROTOCOLS {
+            res.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Some((start, method, path)) = logged {
+            let ms = start.elapsed().as_secs_f64() * 1000.0;
+            let (peer, status) = (c.peer, res.status().as_u16());
+            r.log(format!("{peer} {method} {path} {status} {ms:.1}ms -> {}", upstream.unwrap_or("-")));
+        }
+        res
+    };
+    // The body tells the connection's clocks when it ends.
+    Ok(res.map(|body| Answer { body, client: c }))
 }
 
 async fn route(c: &Client, mut req: Request<Incoming>) -> (Response<Body>, Option<&str>) {
