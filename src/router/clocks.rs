@@ -113,11 +113,15 @@ pub struct Timer {
     sleep: Pin<Box<Sleep>>,
     /// The deadline it is armed for (nanoseconds since the epoch).
     armed: Option<u64>,
+    /// Polled since it was armed: the task's waker is registered with it
+    /// (a task's waker does not change), so a look at its state is enough
+    /// until it fires.
+    registered: bool,
 }
 
 impl Timer {
     pub fn new() -> Timer {
-        Timer { sleep: Box::pin(tokio::time::sleep(Duration::ZERO)), armed: None }
+        Timer { sleep: Box::pin(tokio::time::sleep(Duration::ZERO)), armed: None, registered: false }
     }
 
     /// Arms for what `clocks` needs and reports a deadline that passed.
@@ -128,11 +132,16 @@ impl Timer {
                 let at = clocks.epoch.checked_add(Duration::from_nanos(deadline)).unwrap_or_else(far_future);
                 self.sleep.as_mut().reset(at);
                 self.armed = Some(deadline);
+                self.registered = false;
             }
+            if self.registered && !self.sleep.is_elapsed() {
+                return Poll::Pending;
+            }
+            self.registered = true;
             if self.sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            self.armed = None;
+            (self.armed, self.registered) = (None, false);
             // The deadline may have moved on since the timer was armed.
             if clocks.now() < deadline {
                 continue;

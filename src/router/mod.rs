@@ -212,14 +212,24 @@ async fn serve(
                 let svc = hyper::service::service_fn(move |req| handle(client.clone(), req));
                 let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
                 let mut stopping = stop.clone();
+                let router_for_conn = router.clone();
                 conns.spawn(async move {
                     let mut conn = std::pin::pin!(conn);
                     let mut stop = std::pin::pin!(stopping.changed());
-                    let (mut stopped, mut closing) = (false, false);
+                    let (mut stopped, mut closing, mut stop_registered) = (false, false, false);
                     let mut grace = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
                     let mut timer = clocks::Timer::new();
                     let result = std::future::poll_fn(|cx| loop {
-                        if !stopped && stop.as_mut().poll(cx).is_ready() {
+                        // The stop future is polled once, to register this
+                        // task's waker (which does not change); after that
+                        // the flag is enough, without the watch's lock.
+                        let stop_seen = if stop_registered {
+                            router_for_conn.is_stopping()
+                        } else {
+                            stop_registered = true;
+                            stop.as_mut().poll(cx).is_ready()
+                        };
+                        if !stopped && stop_seen {
                             // Answers now say Connection: close; an idle
                             // connection gets KEEPALIVE_GRACE for a request
                             // that may already be on its way.
