@@ -41,19 +41,34 @@ const HOP_BY_HOP: [&str; 7] = [
 /// upgrade being passed through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let hop = |k: &HeaderName| (*k == UPGRADE && !keep_upgrade) || HOP_BY_HOP.contains(&k.as_str());
-    // One look at each name present, then a removal for each one found
-    // (usually just `Connection`), rather than a removal (a hash lookup)
-    // for every name that might be there. Headers named in `Connection`
-    // only count when `Connection` is there, which `hop` sees.
-    if headers.keys().any(hop) {
-        let named: Vec<HeaderName> = connection_tokens(headers)
-            .filter_map(|t| HeaderName::from_bytes(t).ok())
-            .filter(|n| !(keep_upgrade && *n == UPGRADE))
-            .collect();
-        let doomed: Vec<HeaderName> = headers.keys().filter(|k| hop(k) || named.contains(k)).cloned().collect();
-        for n in doomed {
-            headers.remove(n);
+    // Usually there are none, or just `Connection` and what it names: one
+    // look at each name present, then a removal for each one found, with
+    // no allocation (a name is cloned, not built). Headers named in
+    // `Connection` only count when `Connection` is there, which `hop` sees,
+    // and go first, while it is still there to name them.
+    if !headers.keys().any(hop) {
+        if keep_upgrade {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         }
+        return;
+    }
+    let named = |headers: &HeaderMap| {
+        connection_tokens(headers).find_map(|t| {
+            headers
+                .keys()
+                .find(|k| {
+                    *k != CONNECTION
+                        && !(keep_upgrade && *k == UPGRADE)
+                        && t.eq_ignore_ascii_case(k.as_str().as_bytes())
+                })
+                .cloned()
+        })
+    };
+    while let Some(name) = named(headers) {
+        headers.remove(name);
+    }
+    while let Some(name) = headers.keys().find(|k| hop(k)).cloned() {
+        headers.remove(name);
     }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));

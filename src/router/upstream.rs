@@ -122,8 +122,12 @@ enum Framing {
 fn encode_head(req: &hyper::http::request::Parts, framing: Framing) -> Bytes {
     let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let target = if req.method == Method::OPTIONS && req.uri.path() == "*" { "*" } else { target };
-    let size: usize = req.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
-    let mut out = Vec::with_capacity(target.len() + size + 64);
+    // The exact size: a Vec that is full becomes Bytes without another
+    // allocation.
+    let fields: usize = req.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    let te = if framing == Framing::Chunked { CHUNKED_LINE.len() } else { 0 };
+    let size = req.method.as_str().len() + 1 + target.len() + 11 + fields + te + 2;
+    let mut out = Vec::with_capacity(size);
     out.extend_from_slice(req.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
@@ -135,11 +139,14 @@ fn encode_head(req: &hyper::http::request::Parts, framing: Framing) -> Bytes {
         out.extend_from_slice(b"\r\n");
     }
     if framing == Framing::Chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        out.extend_from_slice(CHUNKED_LINE);
     }
     out.extend_from_slice(b"\r\n");
+    debug_assert_eq!(out.len(), size);
     Bytes::from(out)
 }
+
+const CHUNKED_LINE: &[u8] = b"transfer-encoding: chunked\r\n";
 
 /// A response head as read.
 struct Head {
