@@ -15,21 +15,20 @@
 
 use flowinit_fuzz::config::unit::Route;
 use flowinit_fuzz::router::routes::{
-    check_framing, pick, set_forwarded, strip_hop_by_hop, upstream_path, wants_upgrade,
+    check_framing, peer_value, pick, set_forwarded, strip_hop_by_hop, upstream_path, wants_upgrade,
 };
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use libfuzzer_sys::fuzz_target;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
-const HOP_BY_HOP: [&str; 8] = [
+const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
     "te",
-    "trailer",
     "transfer-encoding",
 ];
 
@@ -100,7 +99,7 @@ fn check_forwarded(original: &HeaderMap, peer: IpAddr, trust: bool) {
     let proto = HeaderName::from_static("x-forwarded-proto");
     let xhost = HeaderName::from_static("x-forwarded-host");
     let mut h = original.clone();
-    set_forwarded(&mut h, peer, trust);
+    set_forwarded(&mut h, &peer_value(peer), trust);
     let values: Vec<&HeaderValue> = h.get_all(&xff).iter().collect();
     assert_eq!(values.len(), 1, "X-Forwarded-For must be one header, got {values:?}");
     let v = values[0].to_str().expect("X-Forwarded-For is ASCII");
