@@ -37,7 +37,7 @@ for a in "$@"; do
         *) targets+=("$a") ;;
     esac
 done
-all=(unit_file control_request router_request line_splitter)
+all=(unit_file control_request router_request line_splitter upstream_response)
 ((${#targets[@]})) || targets=("${all[@]}")
 
 export RUSTC_BOOTSTRAP=1

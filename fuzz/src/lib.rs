@@ -13,6 +13,8 @@
 //!   not included (it only re-exports).
 //! - `control::protocol`: the control socket's wire types.
 //! - `router::routes`: route matching and header rewriting.
+//! - `router::framing`: upstream response heads, body lengths, chunked
+//!   decoding.
 //! - `logs::split`: the line splitter.
 //!
 //! Nothing here is a copy: a change in `../src` is fuzzed as is. When a
@@ -52,6 +54,8 @@ pub mod control {
 
 #[path = "../../src/router"]
 pub mod router {
+    #[path = "framing.rs"]
+    pub mod framing;
     #[path = "routes.rs"]
     pub mod routes;
 }

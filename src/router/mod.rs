@@ -10,6 +10,7 @@
 //! unit readiness only from the supervisor's published snapshot.
 
 mod clocks;
+pub mod framing;
 pub mod routes;
 mod upstream;
 

@@ -13,17 +13,18 @@
 //! callers sharing a connection (a request channel to a connection task),
 //! which a proxy exchange does not need and paid for in every request:
 //! measured at 32 keep-alive connections, CPU per request went from
-//! 14.9 µs to ~13 µs without it, and at 256 connections its per-connection
-//! channel blocks were 4.5 MB of the router's RSS (docs/router.md).
-//! Response heads and trailers are parsed by httparse, hyper's own parser.
+//! 14.2 µs to 12.4 µs without it (nginx: 12.1 µs), and at 256 connections
+//! the router's RSS from 22.7 to 13.8 MiB (docs/router.md). Response heads,
+//! body lengths and chunked bodies are read by `framing` (httparse, the
+//! parser inside hyper, for heads and trailers).
 
+use super::framing::{self, body_length, parse_head, Head, Remaining};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use hyper::header::{HeaderMap, CONTENT_LENGTH};
 use hyper::{Method, Request, Response, StatusCode};
 use std::future::Future;
 use std::io::IoSlice;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
@@ -31,16 +32,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
-/// Largest response head (status line and headers), or trailer section.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Most header fields in a response head.
-const MAX_HEADERS: usize = 128;
 /// What one read asks the kernel for at first; doubled while reads fill
 /// it (a long download), up to MAX_READ_SIZE.
 const READ_SIZE: usize = 8 * 1024;
 const MAX_READ_SIZE: usize = 64 * 1024;
-/// Longest chunk-size line (with extensions) of a chunked body.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
 
 /// An open connection to an upstream and what was read from it but not
 /// yet used.
@@ -83,8 +78,7 @@ impl Upstreams {
     }
 }
 
-/// Why an exchange failed, in a few words for the 502 body.
-pub type Failure = String;
+pub use framing::Failure;
 
 /// Connects to `addr` within `timeout`, without Nagle.
 pub async fn connect(addr: &str, timeout: Duration) -> Result<UpConn, Failure> {
@@ -147,90 +141,6 @@ fn encode_head(req: &hyper::http::request::Parts, framing: Framing) -> Bytes {
 }
 
 const CHUNKED_LINE: &[u8] = b"transfer-encoding: chunked\r\n";
-
-/// A response head as read.
-struct Head {
-    status: StatusCode,
-    headers: HeaderMap,
-    /// HTTP/1.1 without `Connection: close`: the connection may be reused.
-    keep_alive: bool,
-}
-
-/// Takes a response head off the front of `buf`, or None while it is
-/// incomplete. Header values share the bytes read (no copy).
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Failure> {
-    // Uninitialised slots: 128 headers are 4 KiB to clear otherwise, for
-    // the few a response has.
-    let mut fields = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut fields) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-            return Err("response head too large".into());
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(format!("malformed response head ({e})")),
-    };
-    let status = res.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or("malformed response status")?;
-    let http11 = res.version == Some(1);
-    // Where each name and value lies in `buf`, to slice them out of the
-    // head once it is split off.
-    let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| (s.as_ptr() as usize).wrapping_sub(base);
-    let spans: Vec<(usize, usize, usize, usize)> =
-        res.headers.iter().map(|h| (at(h.name.as_bytes()), h.name.len(), at(h.value), h.value.len())).collect();
-    let raw = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for &(name_at, name_len, value_at, value_len) in &spans {
-        let name = raw.get(name_at..name_at + name_len).ok_or("malformed response header")?;
-        let name = HeaderName::from_bytes(name).map_err(|_| "malformed response header name")?;
-        let value = if value_len == 0 {
-            HeaderValue::from_static("")
-        } else {
-            let bytes = raw.get(value_at..value_at + value_len).ok_or("malformed response header")?;
-            HeaderValue::from_maybe_shared(raw.slice_ref(bytes)).map_err(|_| "malformed response header value")?
-        };
-        headers.append(name, value);
-    }
-    let close = headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-    Ok(Some(Head { status, headers, keep_alive: http11 && !close }))
-}
-
-/// How a response body is delimited (RFC 9112 §6.3).
-fn body_length(method: &Method, head: &Head) -> Result<Remaining, Failure> {
-    let s = head.status.as_u16();
-    if *method == Method::HEAD || s == 204 || s == 304 || (100..200).contains(&s) {
-        return Ok(Remaining::Length(0));
-    }
-    let te: Vec<&HeaderValue> = head.headers.get_all(TRANSFER_ENCODING).iter().collect();
-    if !te.is_empty() {
-        // The router forwards no transfer-coding but chunked, which it
-        // decodes (the client gets its own framing).
-        let chunked = te.len() == 1 && te[0].as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked");
-        return if chunked {
-            Ok(Remaining::Chunked(Chunk::Size))
-        } else {
-            Err("unsupported Transfer-Encoding in the response (only chunked)".into())
-        };
-    }
-    let mut length = None;
-    for v in head.headers.get_all(CONTENT_LENGTH) {
-        let n = std::str::from_utf8(v.as_bytes())
-            .ok()
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or("malformed Content-Length in the response")?;
-        if length.is_some_and(|l| l != n) {
-            return Err("conflicting Content-Length in the response".into());
-        }
-        length = Some(n);
-    }
-    Ok(length.map_or(Remaining::UntilClose, Remaining::Length))
-}
 
 /// Reads more of `conn` into its buffer; Ok(0) at the end of the stream.
 fn poll_fill(conn: &mut UpConn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
@@ -515,26 +425,6 @@ impl UpConn {
     }
 }
 
-/// Where a chunked body's decoder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// At a chunk-size line.
-    Size,
-    /// In a chunk's data, this much left.
-    Data(u64),
-    /// At the CRLF after a chunk's data.
-    DataEnd,
-    /// At the trailer section after the last chunk.
-    Trailers,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Remaining {
-    Length(u64),
-    Chunked(Chunk),
-    UntilClose,
-}
-
 /// A response body streamed from the upstream connection as the client's
 /// connection polls for it; nothing is buffered beyond one read.
 pub struct UpstreamBody {
@@ -561,102 +451,17 @@ impl UpstreamBody {
     }
 
     /// Makes one step with what is buffered: a frame, the end, or None
-    /// when more must be read.
+    /// when more must be read; gives the connection back once the body is
+    /// complete.
     fn step(&mut self) -> Result<Option<Option<Frame<Bytes>>>, std::io::Error> {
         let Some(conn) = self.conn.as_mut() else { return Ok(Some(None)) };
-        let buf = &mut conn.buf;
-        let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("upstream body: {what}"));
-        match self.remaining {
-            Remaining::Length(0) => {}
-            Remaining::Length(n) => {
-                if buf.is_empty() {
-                    return Ok(None);
-                }
-                let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                let data = buf.split_to(take).freeze();
-                self.remaining = Remaining::Length(n - take as u64);
-                if self.remaining != Remaining::Length(0) {
-                    return Ok(Some(Some(Frame::data(data))));
-                }
-                if let Some(c) = self.conn.take() {
-                    self.finish(c);
-                }
-                return Ok(Some(Some(Frame::data(data))));
-            }
-            Remaining::UntilClose => {
-                if buf.is_empty() {
-                    return Ok(None);
-                }
-                return Ok(Some(Some(Frame::data(buf.split().freeze()))));
-            }
-            Remaining::Chunked(Chunk::Size) => {
-                let Some(eol) = memchr::memchr(b'\n', buf) else {
-                    return if buf.len() > MAX_CHUNK_LINE { Err(bad("chunk-size line too long")) } else { Ok(None) };
-                };
-                let line = buf[..eol].strip_suffix(b"\r").unwrap_or(&buf[..eol]);
-                let digits = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
-                let size = std::str::from_utf8(digits)
-                    .ok()
-                    .filter(|d| !d.is_empty() && d.len() <= 16)
-                    .and_then(|d| u64::from_str_radix(d, 16).ok())
-                    .ok_or_else(|| bad("malformed chunk size"))?;
-                buf.advance(eol + 1);
-                self.remaining = Remaining::Chunked(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) });
-                return self.step();
-            }
-            Remaining::Chunked(Chunk::Data(n)) => {
-                if buf.is_empty() {
-                    return Ok(None);
-                }
-                let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                let data = buf.split_to(take).freeze();
-                let left = n - take as u64;
-                self.remaining = Remaining::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) });
-                return Ok(Some(Some(Frame::data(data))));
-            }
-            Remaining::Chunked(Chunk::DataEnd) => {
-                if buf.len() < 2 {
-                    return if buf.first().is_none_or(|b| *b == b'\r') {
-                        Ok(None)
-                    } else {
-                        Err(bad("no CRLF after a chunk"))
-                    };
-                }
-                if &buf[..2] != b"\r\n" {
-                    return Err(bad("no CRLF after a chunk"));
-                }
-                buf.advance(2);
-                self.remaining = Remaining::Chunked(Chunk::Size);
-                return self.step();
-            }
-            Remaining::Chunked(Chunk::Trailers) => {
-                let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let (len, trailers) = match httparse::parse_headers(buf, &mut fields) {
-                    Ok(httparse::Status::Complete((len, fields))) => {
-                        let mut map = HeaderMap::new();
-                        for f in fields {
-                            if let (Ok(n), Ok(v)) =
-                                (HeaderName::from_bytes(f.name.as_bytes()), HeaderValue::from_bytes(f.value))
-                            {
-                                map.append(n, v);
-                            }
-                        }
-                        (len, map)
-                    }
-                    Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-                        return Err(bad("trailers too large"))
-                    }
-                    Ok(httparse::Status::Partial) => return Ok(None),
-                    Err(e) => return Err(bad(&format!("malformed trailers ({e})"))),
-                };
-                buf.advance(len);
-                if let Some(c) = self.conn.take() {
-                    self.finish(c);
-                }
-                return Ok(Some((!trailers.is_empty()).then(|| Frame::trailers(trailers))));
+        let out = framing::decode(&mut self.remaining, &mut conn.buf)?;
+        if self.remaining == Remaining::Length(0) {
+            if let Some(c) = self.conn.take() {
+                self.finish(c);
             }
         }
-        Ok(Some(None))
+        Ok(out)
     }
 }
 
@@ -708,114 +513,5 @@ impl Body for UpstreamBody {
             Remaining::Length(n) => SizeHint::with_exact(n),
             _ => SizeHint::default(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(raw: &[u8]) -> Result<Option<Head>, Failure> {
-        parse_head(&mut BytesMut::from(raw))
-    }
-
-    fn head(raw: &str) -> Head {
-        match parse(raw.as_bytes()) {
-            Ok(Some(h)) => h,
-            Ok(None) => panic!("{raw:?}: incomplete"),
-            Err(e) => panic!("{raw:?}: {e}"),
-        }
-    }
-
-    #[test]
-    fn response_heads() {
-        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello");
-        assert_eq!(h.status, StatusCode::OK);
-        assert!(h.keep_alive);
-        assert_eq!(h.headers.get_all("x-a").iter().count(), 2);
-        assert_eq!(body_length(&Method::GET, &h), Ok(Remaining::Length(5)));
-        assert_eq!(body_length(&Method::HEAD, &h), Ok(Remaining::Length(0)));
-        assert!(!head("HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\n\r\n").keep_alive);
-        assert!(!head("HTTP/1.0 200 OK\r\n\r\n").keep_alive);
-        let h = head("HTTP/1.1 200 OK\r\n\r\n");
-        assert_eq!(body_length(&Method::GET, &h), Ok(Remaining::UntilClose));
-        let h = head("HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n");
-        assert_eq!(body_length(&Method::GET, &h), Ok(Remaining::Length(0)));
-        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
-        assert_eq!(body_length(&Method::GET, &h), Ok(Remaining::Chunked(Chunk::Size)));
-        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
-        assert!(body_length(&Method::GET, &h).is_err());
-        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n");
-        assert!(body_length(&Method::GET, &h).is_err());
-        let h = head("HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\n");
-        assert!(body_length(&Method::GET, &h).is_err());
-        assert!(matches!(parse(b"HTTP/1.1 200 OK\r\nContent-Le"), Ok(None)));
-        assert!(parse(b"HTTP/1.1 2x0 OK\r\n\r\n").is_err());
-        let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD_BYTES + 1));
-        assert!(parse(huge.as_bytes()).is_err());
-        // The head is taken off the buffer; what follows stays; values are
-        // whole, empty ones too.
-        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-Empty:\r\nX-B: b b\r\n\r\nbody"[..]);
-        let h = parse_head(&mut buf).unwrap().unwrap();
-        assert_eq!(&buf[..], b"body");
-        assert_eq!(h.headers.get("x-empty").unwrap(), "");
-        assert_eq!(h.headers.get("x-b").unwrap(), "b b");
-    }
-
-    /// Decodes `wire` fed in pieces of `step` bytes, as the body would.
-    fn decode(wire: &[u8], step: usize) -> Result<(Vec<u8>, Option<HeaderMap>, usize), std::io::Error> {
-        // A connected socket pair gives the UpConn a real TcpStream; the
-        // decoder itself only reads `buf`.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(std::io::Error::other)?;
-        rt.block_on(async {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let io = TcpStream::connect(l.local_addr()?).await?;
-            let mut body = UpstreamBody {
-                conn: Some(UpConn { io, buf: BytesMut::new(), read_size: READ_SIZE }),
-                remaining: Remaining::Chunked(Chunk::Size),
-                reuse: None,
-            };
-            let (mut data, mut trailers, mut fed) = (Vec::new(), None, 0);
-            loop {
-                match body.step()? {
-                    Some(Some(f)) => match f.into_data() {
-                        Ok(d) => data.extend_from_slice(&d),
-                        Err(f) => trailers = f.into_trailers().ok(),
-                    },
-                    Some(None) => {
-                        let left = body.conn.as_ref().map_or(0, |c| c.buf.len());
-                        return Ok((data, trailers, wire.len() - fed + left));
-                    }
-                    None => {
-                        if fed == wire.len() {
-                            return Err(std::io::ErrorKind::UnexpectedEof.into());
-                        }
-                        let end = (fed + step).min(wire.len());
-                        if let Some(c) = body.conn.as_mut() {
-                            c.buf.extend_from_slice(&wire[fed..end]);
-                        }
-                        fed = end;
-                    }
-                }
-            }
-        })
-    }
-
-    #[test]
-    fn chunked_bodies_decode_in_any_pieces() {
-        let wire = b"5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\n\r\n";
-        for step in [1, 2, 3, 7, wire.len()] {
-            let (data, trailers, left) = decode(wire, step).unwrap();
-            assert_eq!(data, b"hello 0123456789", "step {step}");
-            assert!(trailers.is_none());
-            assert_eq!(left, 0);
-        }
-        let (data, trailers, _) = decode(b"3\r\nabc\r\n0\r\nX-Sum: 7\r\n\r\n", 2).unwrap();
-        assert_eq!(data, b"abc");
-        assert_eq!(trailers.unwrap().get("x-sum").unwrap(), "7");
-        for bad in [&b"zz\r\nabc\r\n0\r\n\r\n"[..], b"3\r\nabcXY0\r\n\r\n", b"\r\n", b"11111111111111111\r\n"] {
-            assert!(decode(bad, 4).is_err(), "{:?}", String::from_utf8_lossy(bad));
-        }
-        assert!(decode(b"3\r\nab", 1).is_err(), "a truncated body is an error");
     }
 }
