@@ -527,3 +527,37 @@ fn many_requests_on_one_client_connection_use_one_upstream_connection() {
     assert_eq!(upstream_conns(&s), before + 2);
     assert_eq!(s.f.stop(T), 0);
 }
+
+#[test]
+fn an_upstream_answering_early_while_it_reads_the_body_gets_the_rest_of_it() {
+    let mut s = raw_stack("upduplex");
+    let mut c = Client::open(s.port);
+    // The fixture answers at once and echoes each request chunk as it
+    // comes: each piece must travel on after the answer's head, or the
+    // echo never comes (and the read times out).
+    c.write(b"POST /duplex HTTP/1.1\r\nHost: raw.test\r\nTransfer-Encoding: chunked\r\n\r\n");
+    c.write(b"5\r\nfirst\r\n");
+    let (status, head) = c.head();
+    assert_eq!(status, 200, "{head}");
+    let mut echoed = Vec::new();
+    for piece in ["second", "third"] {
+        let size = usize::from_str_radix(c.line().trim_end(), 16).unwrap();
+        let mut data = vec![0; size + 2];
+        c.0.read_exact(&mut data).unwrap();
+        echoed.push(String::from_utf8_lossy(&data[..size]).into_owned());
+        c.write(format!("{:x}\r\n{piece}\r\n", piece.len()).as_bytes());
+    }
+    c.write(b"0\r\n\r\n");
+    let size = usize::from_str_radix(c.line().trim_end(), 16).unwrap();
+    let mut data = vec![0; size + 2];
+    c.0.read_exact(&mut data).unwrap();
+    echoed.push(String::from_utf8_lossy(&data[..size]).into_owned());
+    assert_eq!(echoed, ["first", "second", "third"]);
+    assert_eq!(c.line(), "0\r\n", "the echo ends");
+    assert_eq!(c.line(), "\r\n");
+    // Sent whole and answered whole: the upstream connection is kept.
+    let first = head.lines().find_map(|l| l.strip_prefix("x-conn: ")).unwrap().trim().to_string();
+    let r = c.get("/id");
+    assert_eq!(r.text(), format!("conn={first} req=2"));
+    assert_eq!(s.f.stop(T), 0);
+}

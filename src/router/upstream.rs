@@ -276,6 +276,16 @@ fn encode_trailers(trailers: &HeaderMap) -> Vec<u8> {
     out
 }
 
+/// How much of the request had gone out when the response head came.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    All,
+    /// The upstream answered early; the rest of the body may follow.
+    Partly,
+    /// A write failed (the upstream answered and stopped reading).
+    Failed,
+}
+
 /// How an exchange on one connection ended before a response head.
 struct Broken {
     why: Failure,
@@ -286,9 +296,9 @@ struct Broken {
 }
 
 /// Sends the request and reads the response head, skipping interim (1xx)
-/// responses other than 101. Returns the head and whether the whole
-/// request went out before it.
-async fn round_trip(conn: &mut UpConn, out: &mut Outgoing) -> Result<(Head, bool), Broken> {
+/// responses other than 101. Returns the head and how much of the request
+/// went out before it.
+async fn round_trip(conn: &mut UpConn, out: &mut Outgoing) -> Result<(Head, Sent), Broken> {
     let (mut sending, mut cut) = (true, false);
     std::future::poll_fn(|cx| loop {
         if sending {
@@ -302,8 +312,6 @@ async fn round_trip(conn: &mut UpConn, out: &mut Outgoing) -> Result<(Head, bool
                         return Poll::Ready(Err(Broken { why: describe_io(&e), unsent, answered: false }));
                     }
                     (sending, cut) = (false, true);
-                    out.body = None;
-                    out.pending = Pending::default();
                 }
                 Poll::Pending => {}
             }
@@ -314,8 +322,12 @@ async fn round_trip(conn: &mut UpConn, out: &mut Outgoing) -> Result<(Head, bool
                 if (100..200).contains(&s) && s != 101 {
                     continue;
                 }
-                let complete = !sending && !cut && out.pending.is_empty() && out.body.is_none();
-                return Poll::Ready(Ok((head, complete)));
+                let sent = match (cut, sending) {
+                    (true, _) => Sent::Failed,
+                    (false, true) => Sent::Partly,
+                    (false, false) => Sent::All,
+                };
+                return Poll::Ready(Ok((head, sent)));
             }
             Ok(None) => {}
             Err(why) => return Poll::Ready(Err(Broken { why, unsent: false, answered: true })),
@@ -376,14 +388,14 @@ pub async fn exchange(
     let mut out = Outgoing { pending: first(&parts), body, framing, sent: 0 };
     let (slot, kept) = ups.take(addr);
     let mut conn = kept.and_then(|mut c| (!went_stale(&mut c)).then_some(c));
-    let (conn, head, complete) = loop {
+    let (conn, head, sent) = loop {
         let reused = conn.is_some();
         let mut c = match conn.take() {
             Some(c) => c,
             None => connect(addr, connect_timeout).await?,
         };
         match round_trip(&mut c, &mut out).await {
-            Ok((h, complete)) => break (c, h, complete),
+            Ok((h, sent)) => break (c, h, sent),
             Err(b) if reused && !b.answered && (b.unsent || replayable) => {
                 tracing::debug!(
                     "router: {addr} closed a kept connection under a request ({}); sending it again on a new one",
@@ -402,10 +414,15 @@ pub async fn exchange(
         *response.headers_mut() = head.headers;
         return Ok(Exchanged { response, upgraded: Some(conn) });
     }
+    // An upstream that answered before the whole body was in and did not
+    // say it closes may still read the rest (a streaming upstream, full
+    // duplex): the body keeps going out while the response comes in
+    // (RFC 9112 §9.3). One that said `Connection: close` gets no more.
+    let rest = (sent == Sent::Partly && head.keep_alive).then_some(out);
     // Reused only if nothing of the exchange is left over on it.
-    let reuse =
-        (head.keep_alive && complete && !matches!(remaining, Remaining::UntilClose)).then(|| (ups.clone(), slot));
-    let mut body = UpstreamBody { conn: None, remaining, reuse };
+    let reuse = (head.keep_alive && sent != Sent::Failed && !matches!(remaining, Remaining::UntilClose))
+        .then(|| (ups.clone(), slot));
+    let mut body = UpstreamBody { conn: None, remaining, reuse, rest };
     if body.remaining == Remaining::Length(0) {
         body.finish(conn);
     } else {
@@ -432,20 +449,38 @@ pub struct UpstreamBody {
     remaining: Remaining,
     /// Where the connection goes when the body ended cleanly.
     reuse: Option<(Arc<Upstreams>, usize)>,
+    /// The rest of the request, still going out (the upstream answered
+    /// before it had all of it).
+    rest: Option<Outgoing>,
 }
 
 impl UpstreamBody {
     fn empty() -> UpstreamBody {
-        UpstreamBody { conn: None, remaining: Remaining::Length(0), reuse: None }
+        UpstreamBody { conn: None, remaining: Remaining::Length(0), reuse: None, rest: None }
     }
 
     /// The body is complete: keep the connection for the next request if
-    /// it may be and nothing beyond the response came.
+    /// it may be, the request went out whole and nothing beyond the
+    /// response came.
     fn finish(&mut self, conn: UpConn) {
         self.remaining = Remaining::Length(0);
         if let Some((ups, slot)) = self.reuse.take() {
-            if conn.buf.is_empty() {
+            if conn.buf.is_empty() && self.rest.is_none() {
                 ups.put(slot, conn);
+            }
+        }
+        self.rest = None;
+    }
+
+    /// Sends more of the rest of the request, if any.
+    fn poll_rest(&mut self, cx: &mut Context<'_>) {
+        let (Some(rest), Some(conn)) = (self.rest.as_mut(), self.conn.as_mut()) else { return };
+        match rest.poll_send(&mut conn.io, cx) {
+            Poll::Pending => {}
+            Poll::Ready(Ok(())) => self.rest = None,
+            Poll::Ready(Err(e)) => {
+                tracing::debug!("router: the rest of a request body was not sent: {e}");
+                (self.rest, self.reuse) = (None, None);
             }
         }
     }
@@ -474,6 +509,7 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         loop {
+            self.poll_rest(cx);
             match self.step() {
                 Ok(Some(frame)) => return Poll::Ready(frame.map(Ok)),
                 Ok(None) => {}
