@@ -10,10 +10,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn stamp(d: &TempDir, name: &str) -> u128 {
     wait_for(name, T, || d.read(name).trim().parse::<u128>().ok())
 }

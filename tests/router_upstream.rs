@@ -22,10 +22,6 @@ const T: Duration = Duration::from_secs(30);
 /// Bound on each read from a socket.
 const IO: Duration = Duration::from_secs(10);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 struct Stack {
     // Declared before the temp dir: flowinit stops before its files go.
     f: Flowinit,

@@ -247,6 +247,11 @@ pub fn read_pid(dir: &TempDir, name: &str) -> i32 {
     wait_for(&format!("pid file {name}"), Duration::from_secs(10), || dir.read(name).trim().parse().ok())
 }
 
+/// A loopback port free at the time of the call.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 pub fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
