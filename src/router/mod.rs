@@ -202,18 +202,18 @@ async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let clocks = Arc::new(Clocks::new(router.spec.header_timeout));
                 let client = Arc::new(Client {
                     router: router.clone(),
                     upstreams: Arc::new(Upstreams::default()),
-                    clocks: clocks.clone(),
+                    clocks: Clocks::new(router.spec.header_timeout),
                     peer,
                     peer_ip: routes::peer_value(peer.ip()),
                 });
+                // The connection's task watches its clocks and the stop.
+                let own = client.clone();
                 let svc = hyper::service::service_fn(move |req| handle(client.clone(), req));
                 let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
                 let mut stopping = stop.clone();
-                let router_for_conn = router.clone();
                 conns.spawn(async move {
                     let mut conn = std::pin::pin!(conn);
                     let mut stop = std::pin::pin!(stopping.changed());
@@ -225,7 +225,7 @@ async fn serve(
                         // task's waker (which does not change); after that
                         // the flag is enough, without the watch's lock.
                         let stop_seen = if stop_registered {
-                            router_for_conn.is_stopping()
+                            own.router.is_stopping()
                         } else {
                             stop_registered = true;
                             stop.as_mut().poll(cx).is_ready()
@@ -245,7 +245,7 @@ async fn serve(
                         if let Poll::Ready(done) = conn.as_mut().poll(cx) {
                             return Poll::Ready(done);
                         }
-                        match timer.poll(&clocks, cx) {
+                        match timer.poll(&own.clocks, cx) {
                             Poll::Pending => return Poll::Pending,
                             // The exchange fails when next polled.
                             Poll::Ready(Expiry::Exchange) => {}
@@ -293,7 +293,7 @@ struct Client {
     peer: SocketAddr,
     /// `peer`'s address for X-Forwarded-For, made once.
     peer_ip: HeaderValue,
-    clocks: Arc<Clocks>,
+    clocks: Clocks,
 }
 
 /// A response body that tells the connection's clocks when it ends.
