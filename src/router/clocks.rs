@@ -59,12 +59,8 @@ impl Clocks {
         }
     }
 
-    fn since_epoch(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
-    }
-
     fn now(&self) -> u64 {
-        self.since_epoch(Instant::now())
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// A request head came: the header clock stops.
@@ -88,7 +84,6 @@ impl Clocks {
 
     pub fn exchange_done(&self) {
         self.exchange_deadline.store(0, Relaxed);
-        self.expired.store(false, Relaxed);
     }
 
     /// The exchange in progress ran out of time.

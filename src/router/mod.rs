@@ -394,7 +394,7 @@ async fn route(c: &Client, mut req: Request<Incoming>) -> (Response<Body>, Optio
     }
     // Boxed where rare (an upgrade, a new connection): the future of every
     // request is kept per client connection, and its size is theirs.
-    let res = if upgrade { Box::pin(tunnel(r, route, req)).await } else { forward(c, route, req).await };
+    let res = if upgrade { Box::pin(tunnel(c, route, req)).await } else { forward(c, route, req).await };
     (res, Some(&route.upstream))
 }
 
@@ -407,11 +407,17 @@ fn bad_gateway(r: &Router, route: &Route, detail: String) -> Response<Body> {
     )
 }
 
-async fn forward(c: &Client, route: &Route, req: Request<Incoming>) -> Response<Body> {
+/// `upstream::exchange` within upstream_timeout, which the connection's
+/// task watches (`clocks`); its failure in a few words for the 502.
+async fn exchange_within(
+    c: &Client,
+    ups: &Arc<Upstreams>,
+    route: &Route,
+    req: Request<Incoming>,
+) -> Result<Exchanged, String> {
     let r = &*c.router;
     c.clocks.exchange_started(r.spec.upstream_timeout);
-    let mut exchange = std::pin::pin!(upstream::exchange(&c.upstreams, &route.upstream, req, r.spec.connect_timeout));
-    // The connection's task says when upstream_timeout has passed.
+    let mut exchange = std::pin::pin!(upstream::exchange(ups, &route.upstream, req, r.spec.connect_timeout));
     let outcome = std::future::poll_fn(|cx| {
         if c.clocks.exchange_expired() {
             Poll::Ready(None)
@@ -421,30 +427,34 @@ async fn forward(c: &Client, route: &Route, req: Request<Incoming>) -> Response<
     })
     .await;
     c.clocks.exchange_done();
-    match outcome {
-        Some(Ok(Exchanged { upgraded: Some(_), .. })) => {
-            bad_gateway(r, route, "101 Switching Protocols to a request that asked for no upgrade".into())
+    outcome
+        .unwrap_or_else(|| Err(format!("no response within {}", humantime::format_duration(r.spec.upstream_timeout))))
+}
+
+/// An upstream's answer as the client gets it.
+fn passed_on(mut response: Response<UpstreamBody>) -> Response<Body> {
+    routes::strip_hop_by_hop(response.headers_mut(), false);
+    response.map(Either::Left)
+}
+
+async fn forward(c: &Client, route: &Route, req: Request<Incoming>) -> Response<Body> {
+    match exchange_within(c, &c.upstreams, route, req).await {
+        Ok(Exchanged { response, upgraded: None }) => passed_on(response),
+        Ok(Exchanged { upgraded: Some(_), .. }) => {
+            bad_gateway(&c.router, route, "101 Switching Protocols to a request that asked for no upgrade".into())
         }
-        Some(Ok(Exchanged { mut response, upgraded: None })) => {
-            routes::strip_hop_by_hop(response.headers_mut(), false);
-            response.map(Either::Left)
-        }
-        Some(Err(detail)) => bad_gateway(r, route, detail),
-        None => {
-            bad_gateway(r, route, format!("no response within {}", humantime::format_duration(r.spec.upstream_timeout)))
-        }
+        Err(detail) => bad_gateway(&c.router, route, detail),
     }
 }
 
 /// Passes an Upgrade request on a connection of its own; on 101 both sides
 /// are joined byte for byte until either closes.
-async fn tunnel(r: &Router, route: &Route, mut req: Request<Incoming>) -> Response<Body> {
+async fn tunnel(c: &Client, route: &Route, mut req: Request<Incoming>) -> Response<Body> {
     let client_side = hyper::upgrade::on(&mut req);
     // Never a kept connection: on 101 it becomes the tunnel.
     let own = Arc::new(Upstreams::default());
-    let exchange = upstream::exchange(&own, &route.upstream, req, r.spec.connect_timeout);
-    match tokio::time::timeout(r.spec.upstream_timeout, exchange).await {
-        Ok(Ok(Exchanged { response, upgraded: Some(conn) })) => {
+    match exchange_within(c, &own, route, req).await {
+        Ok(Exchanged { response, upgraded: Some(conn) }) => {
             tokio::spawn(async move {
                 let client = match client_side.await {
                     Ok(c) => c,
@@ -460,14 +470,7 @@ async fn tunnel(r: &Router, route: &Route, mut req: Request<Incoming>) -> Respon
             });
             response.map(Either::Left)
         }
-        Ok(Ok(Exchanged { mut response, upgraded: None })) => {
-            routes::strip_hop_by_hop(response.headers_mut(), false);
-            response.map(Either::Left)
-        }
-        Ok(Err(detail)) => bad_gateway(r, route, detail),
-        Err(_) => {
-            let waited = humantime::format_duration(r.spec.upstream_timeout);
-            bad_gateway(r, route, format!("no response within {waited}"))
-        }
+        Ok(Exchanged { response, upgraded: None }) => passed_on(response),
+        Err(detail) => bad_gateway(&c.router, route, detail),
     }
 }

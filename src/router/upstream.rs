@@ -103,7 +103,7 @@ pub fn describe_io(e: &std::io::Error) -> String {
 
 /// How a request body goes out.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Framing {
+enum RequestFraming {
     None,
     /// As it came, under the client's Content-Length.
     Length,
@@ -113,13 +113,13 @@ enum Framing {
 /// The request head in HTTP/1.1 wire form: method, origin-form target,
 /// the (already rewritten) headers, and chunked framing when the body has
 /// no length.
-fn encode_head(req: &hyper::http::request::Parts, framing: Framing) -> Bytes {
+fn encode_head(req: &hyper::http::request::Parts, framing: RequestFraming) -> Bytes {
     let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let target = if req.method == Method::OPTIONS && req.uri.path() == "*" { "*" } else { target };
     // The exact size: a Vec that is full becomes Bytes without another
     // allocation.
     let fields: usize = req.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
-    let te = if framing == Framing::Chunked { CHUNKED_LINE.len() } else { 0 };
+    let te = if framing == RequestFraming::Chunked { CHUNKED_LINE.len() } else { 0 };
     let size = req.method.as_str().len() + 1 + target.len() + 11 + fields + te + 2;
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(req.method.as_str().as_bytes());
@@ -132,7 +132,7 @@ fn encode_head(req: &hyper::http::request::Parts, framing: Framing) -> Bytes {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if framing == Framing::Chunked {
+    if framing == RequestFraming::Chunked {
         out.extend_from_slice(CHUNKED_LINE);
     }
     out.extend_from_slice(b"\r\n");
@@ -216,7 +216,7 @@ impl Pending {
 struct Outgoing {
     pending: Pending,
     body: Option<Incoming>,
-    framing: Framing,
+    framing: RequestFraming,
     /// Bytes of this request accepted by the kernel so far.
     sent: u64,
 }
@@ -238,23 +238,23 @@ impl Outgoing {
             match ready!(Pin::new(body).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) if data.is_empty() => {}
-                    Ok(data) if self.framing == Framing::Chunked => {
+                    Ok(data) if self.framing == RequestFraming::Chunked => {
                         let size = Bytes::from(format!("{:x}\r\n", data.len()));
                         self.pending = Pending::of([size, data, Bytes::from_static(b"\r\n")]);
                     }
                     Ok(data) => self.pending = Pending::of([data, Bytes::new(), Bytes::new()]),
                     Err(frame) => {
-                        if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), self.framing) {
+                        if let (Ok(trailers), RequestFraming::Chunked) = (frame.into_trailers(), self.framing) {
                             self.pending =
                                 Pending::of([Bytes::from(encode_trailers(&trailers)), Bytes::new(), Bytes::new()]);
-                            self.framing = Framing::None;
+                            self.framing = RequestFraming::None;
                         }
                     }
                 },
                 Some(Err(e)) => return Poll::Ready(Err(std::io::Error::other(format!("client body: {e}")))),
                 None => {
                     self.body = None;
-                    if self.framing == Framing::Chunked {
+                    if self.framing == RequestFraming::Chunked {
                         self.pending = Pending::of([Bytes::from_static(b"0\r\n\r\n"), Bytes::new(), Bytes::new()]);
                     }
                 }
@@ -375,15 +375,15 @@ pub async fn exchange(
     connect_timeout: Duration,
 ) -> Result<Exchanged, Failure> {
     let framing = if req.body().is_end_stream() {
-        Framing::None
+        RequestFraming::None
     } else if req.headers().contains_key(CONTENT_LENGTH) {
-        Framing::Length
+        RequestFraming::Length
     } else {
-        Framing::Chunked
+        RequestFraming::Chunked
     };
     let (parts, body) = req.into_parts();
-    let replayable = framing == Framing::None && idempotent(&parts.method);
-    let body = (framing != Framing::None).then_some(body);
+    let replayable = framing == RequestFraming::None && idempotent(&parts.method);
+    let body = (framing != RequestFraming::None).then_some(body);
     let first = |parts| Pending::of([encode_head(parts, framing), Bytes::new(), Bytes::new()]);
     let mut out = Outgoing { pending: first(&parts), body, framing, sent: 0 };
     let (slot, kept) = ups.take(addr);
