@@ -1,38 +1,11 @@
 //! flowinit: PID 1 and service supervisor for containers. Thin entry point:
-//! parse the command line, dispatch, map the outcome to an exit code.
-
-/// Like println!/print!/eprintln!, but a closed stdout or stderr (EPIPE,
-/// `flowinit status | head -1`) is not a panic. Evaluates to whether the
-/// write worked.
-macro_rules! outln {
-    ($($t:tt)*) => {{ use std::io::Write as _; $crate::wrote(writeln!(std::io::stdout(), $($t)*)) }};
-}
-macro_rules! out {
-    ($($t:tt)*) => {{ use std::io::Write as _; $crate::wrote(write!(std::io::stdout(), $($t)*)) }};
-}
-macro_rules! errln {
-    ($($t:tt)*) => {{ use std::io::Write as _; $crate::wrote(writeln!(std::io::stderr(), $($t)*)) }};
-}
-
-/// Whether a terminal write worked (for the macros above; a failed write is
-/// not worth a panic, and callers may ignore it).
-fn wrote(r: std::io::Result<()>) -> bool {
-    r.is_ok()
-}
-
-mod cli;
-mod config;
-mod control;
-mod graph;
-mod logs;
-mod probe;
-mod process;
-mod router;
-mod single;
-mod supervisor;
+//! parse the command line, dispatch into the library, map the outcome to an
+//! exit code.
 
 use clap::Parser;
-use cli::{Cli, Command, UnitsArgs, UpArgs};
+use flowinit::cli::{self, Cli, Command};
+use flowinit::control::protocol::Request;
+use flowinit::{process, single, up};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -47,129 +20,15 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let code = match cli.command {
-        None => up(cli.up),
-        Some(Command::Up(a)) => up(a),
-        Some(Command::Check(a)) => check(&a),
+        None => up::up(cli.up),
+        Some(Command::Up(a)) => up::up(a),
+        Some(Command::Check(a)) => up::check(&a),
         Some(Command::Status(a)) => cli::status(&a),
-        Some(Command::Start(a)) => cli::act(&a.socket, control::protocol::Request::Start { units: a.units }),
-        Some(Command::Stop(a)) => cli::act(&a.socket, control::protocol::Request::Stop { units: a.units }),
-        Some(Command::Restart(a)) => cli::act(&a.socket, control::protocol::Request::Restart { units: a.units }),
-        Some(Command::Reload(a)) => cli::act(&a, control::protocol::Request::Reload {}),
+        Some(Command::Start(a)) => cli::act(&a.socket, Request::Start { units: a.units }),
+        Some(Command::Stop(a)) => cli::act(&a.socket, Request::Stop { units: a.units }),
+        Some(Command::Restart(a)) => cli::act(&a.socket, Request::Restart { units: a.units }),
+        Some(Command::Reload(a)) => cli::act(&a, Request::Reload {}),
         Some(Command::Logs(a)) => cli::logs(&a),
     };
     ExitCode::from(code)
-}
-
-fn load(args: &UnitsArgs, offline: bool) -> Result<config::UnitSet, Vec<config::ConfigError>> {
-    let ctx = config::LoadContext::from_process(args.profiles(), offline);
-    config::load_dir(&args.units_dir(), &ctx)
-}
-
-fn print_errors(errors: &[config::ConfigError]) {
-    for e in errors {
-        errln!("{e}");
-    }
-    errln!("flowinit: {} error(s) in the unit files", errors.len());
-}
-
-fn check(args: &UnitsArgs) -> u8 {
-    match load(args, true) {
-        Ok(set) => {
-            let enabled = set.units.iter().filter(|u| u.enabled).count();
-            outln!(
-                "{}: {} units OK ({} enabled, {} disabled by profile)",
-                args.units_dir().display(),
-                set.units.len(),
-                enabled,
-                set.units.len() - enabled
-            );
-            0
-        }
-        Err(errors) => {
-            print_errors(&errors);
-            1
-        }
-    }
-}
-
-fn up(args: UpArgs) -> u8 {
-    let shutdown_timeout = match args.shutdown_timeout() {
-        Ok(d) => d,
-        Err(e) => {
-            errln!("flowinit: {e}");
-            return 2;
-        }
-    };
-    let set = match load(&args.units, false) {
-        Ok(set) => set,
-        Err(errors) => {
-            print_errors(&errors);
-            return 2;
-        }
-    };
-    let socket = control::socket_path(args.socket.socket.clone());
-    let bound = match control::server::bind(&socket) {
-        Ok(b) => b,
-        Err(e) => {
-            errln!("flowinit: {e}");
-            return 2;
-        }
-    };
-    // Router ports are taken before anything starts: a busy port is a
-    // start-up error, not a unit that fails later.
-    let mut listeners = std::collections::HashMap::new();
-    for unit in set.units.iter().filter(|u| u.enabled) {
-        let Some(spec) = &unit.router else { continue };
-        match router::bind(spec.listen) {
-            Ok(l) => {
-                listeners.insert(unit.name.clone(), l);
-            }
-            Err(e) => {
-                let err = config::ConfigError {
-                    file: unit.file.clone(),
-                    line: spec.listen_at.line,
-                    column: spec.listen_at.column,
-                    unit: Some(unit.name.clone()),
-                    message: format!("cannot listen on {}: {e}", spec.listen),
-                };
-                errln!("{err}");
-                return 2;
-            }
-        }
-    }
-    process::become_subreaper_unless_pid1();
-    process::signal::ignore_stray_signals();
-    let opts = supervisor::manager::Options {
-        shutdown_timeout,
-        units_dir: args.units.units_dir(),
-        profiles: args.units.profiles(),
-        listeners,
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            errln!("flowinit: cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
-    runtime.block_on(async move {
-        let sink = match logs::LogSink::start(logs::LogFormat::from_env()) {
-            Ok(s) => s,
-            Err(e) => {
-                errln!("flowinit: cannot start the log writers: {e}");
-                return 1;
-            }
-        };
-        logs::events::init(sink.clone());
-        let mut guard = None;
-        let code = supervisor::run(set, opts, sink.clone(), |handle, snapshot| {
-            guard = control::server::serve(bound, handle, snapshot);
-        })
-        .await;
-        drop(guard);
-        // Lines still queued reach the output before we exit, unless the
-        // reader is stuck: PID 1 must still exit.
-        sink.drain(std::time::Duration::from_secs(1)).await;
-        code
-    })
 }

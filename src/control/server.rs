@@ -9,10 +9,10 @@
 use super::protocol::{
     Envelope, LogLineReport, Request, Response, RouterReport, StatusReport, UnitReport, MAX_REQUEST, VERSION,
 };
+use crate::api::{self, Handle, RouterStats, Snapshot, UnitView};
 use crate::config::unit::ServiceKind;
 use crate::logs::ring::LogLine;
 use crate::logs::sink::timestamp;
-use crate::supervisor::manager::{self, Handle, Snapshot, UnitView};
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -159,7 +159,7 @@ async fn connection(
             let r = match select(&snap, &units) {
                 Ok(views) => {
                     let n = if units.is_empty() { 0 } else { STATUS_LOG_LINES };
-                    let units = views.iter().map(|v| report(v, n)).collect();
+                    let units = views.iter().map(|v| report(v, snap.router_stats(&v.unit.name), n)).collect();
                     Response {
                         v: VERSION,
                         ok: true,
@@ -172,17 +172,17 @@ async fn connection(
             write(&mut stream, &r).await
         }
         Request::Logs { units, lines, follow } => logs(&mut stream, snapshot, &units, lines, follow).await,
-        Request::Start { units } => act(&mut stream, &handle, manager::Request::Start(units)).await,
-        Request::Stop { units } => act(&mut stream, &handle, manager::Request::Stop(units)).await,
-        Request::Restart { units } => act(&mut stream, &handle, manager::Request::Restart(units)).await,
-        Request::Reload {} => act(&mut stream, &handle, manager::Request::Reload).await,
+        Request::Start { units } => act(&mut stream, &handle, api::Request::Start(units)).await,
+        Request::Stop { units } => act(&mut stream, &handle, api::Request::Stop(units)).await,
+        Request::Restart { units } => act(&mut stream, &handle, api::Request::Restart(units)).await,
+        Request::Reload {} => act(&mut stream, &handle, api::Request::Reload).await,
     }
 }
 
-async fn act(stream: &mut UnixStream, handle: &Handle, req: manager::Request) -> io::Result<()> {
+async fn act(stream: &mut UnixStream, handle: &Handle, req: api::Request) -> io::Result<()> {
     let r = match handle.call(req).await {
         Ok(m) => Response::message(m),
-        Err(e) => Response::error(e),
+        Err(e) => Response::error(e.to_string()),
     };
     write(stream, &r).await
 }
@@ -207,7 +207,7 @@ fn line_report(unit: &str, l: &LogLine) -> LogLineReport {
 }
 
 /// A unit as reported by `status`: state and configuration, never env values.
-pub fn report(v: &UnitView, log_lines: usize) -> UnitReport {
+pub fn report(v: &UnitView, stats: Option<&RouterStats>, log_lines: usize) -> UnitReport {
     let u = &v.unit;
     let s = &v.status;
     let svc = u.service.as_ref();
@@ -231,10 +231,7 @@ pub fn report(v: &UnitView, log_lines: usize) -> UnitReport {
             .or_else(|| u.router.as_ref().map(|_| "router".into())),
         router: u.router.as_ref().map(|r| {
             use std::sync::atomic::Ordering::Relaxed;
-            let stats = v.router_stats.as_deref();
-            let count = |f: fn(&crate::router::RouterStats) -> &std::sync::atomic::AtomicU64| {
-                stats.map_or(0, |s| f(s).load(Relaxed))
-            };
+            let count = |f: fn(&RouterStats) -> &std::sync::atomic::AtomicU64| stats.map_or(0, |s| f(s).load(Relaxed));
             RouterReport {
                 listen: r.listen.to_string(),
                 routes: r

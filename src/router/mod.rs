@@ -7,15 +7,15 @@
 //! X-Forwarded-* set; 503 with Retry-After while a route's unit is not
 //! ready; 502 with a short JSON body when the upstream fails; slow or
 //! oversized request headers cut off; graceful drain on stop. It learns
-//! unit readiness only from the supervisor's published snapshot.
+//! unit readiness only from the supervisor's published [`Readiness`].
 
 mod clocks;
 pub mod framing;
 pub mod routes;
 mod upstream;
 
+use crate::api::{Readiness, RouterStats};
 use crate::config::unit::{Route, RouterSpec};
-use crate::supervisor::manager::Snapshot;
 use bytes::Bytes;
 use clocks::{Clocks, Expiry};
 use http_body_util::{Either, Full};
@@ -106,15 +106,6 @@ pub fn serve_on_own_thread(
     Ok(finished)
 }
 
-/// Counters shown by `flowinit status router`.
-#[derive(Debug, Default)]
-pub struct RouterStats {
-    pub requests: AtomicU64,
-    pub in_flight: AtomicU64,
-    pub upstream_errors: AtomicU64,
-    pub not_ready: AtomicU64,
-}
-
 struct InFlight<'a>(&'a AtomicU64);
 
 impl Drop for InFlight<'_> {
@@ -125,7 +116,7 @@ impl Drop for InFlight<'_> {
 
 pub struct Router {
     spec: Arc<RouterSpec>,
-    snapshot: watch::Receiver<Snapshot>,
+    readiness: watch::Receiver<Readiness>,
     stats: Arc<RouterStats>,
     access: Option<mpsc::Sender<String>>,
     /// The stop signal [`serve`] gets too: once it is set, every answer
@@ -144,12 +135,12 @@ const KEEPALIVE_GRACE: Duration = Duration::from_secs(1);
 impl Router {
     pub fn new(
         spec: Arc<RouterSpec>,
-        snapshot: watch::Receiver<Snapshot>,
+        readiness: watch::Receiver<Readiness>,
         stats: Arc<RouterStats>,
         access: Option<mpsc::Sender<String>>,
         stopping: watch::Receiver<bool>,
     ) -> Router {
-        Router { spec, snapshot, stats, access, stopping }
+        Router { spec, readiness, stats, access, stopping }
     }
 
     /// The router was told to stop. The stop signal only ever changes
@@ -159,10 +150,9 @@ impl Router {
         self.stopping.has_changed().unwrap_or(true)
     }
 
-    /// (ready, state name) of a unit, from the latest snapshot.
+    /// (ready, state name) of a unit, as the supervisor last published.
     fn unit_state(&self, name: &str) -> Option<(bool, &'static str)> {
-        let snap = self.snapshot.borrow();
-        snap.units.iter().find(|u| u.unit.name == name).map(|u| (u.status.state.is_up(), u.status.state.as_str()))
+        self.readiness.borrow().state(name).map(|s| (s.is_up(), s.as_str()))
     }
 
     fn log(&self, line: String) {

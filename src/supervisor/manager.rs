@@ -9,12 +9,12 @@
 use super::router_task::RouterTask;
 use super::state::State;
 use super::unit_task::{UnitCmd, UnitEvent, UnitStatus, UnitTask};
+use crate::api::{ControlMsg, Handle, Readiness, Reply, Request, RequestError, RouterStats, Snapshot, UnitView};
 use crate::config::unit::ProbeKind;
 use crate::config::{LoadContext, Unit, UnitSet};
 use crate::logs::forward::UnitLog;
 use crate::logs::{LogSink, RingLog};
 use crate::process::{tree, Reaper, Signal};
-use crate::router::RouterStats;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,61 +39,6 @@ pub struct Options {
     pub profiles: Vec<String>,
     /// Router listen sockets bound before anything started, by unit name.
     pub listeners: std::collections::HashMap<String, std::net::TcpListener>,
-}
-
-/// What the control socket may ask for. Each is answered once done.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    Start(Vec<String>),
-    Stop(Vec<String>),
-    Restart(Vec<String>),
-    Reload,
-}
-
-/// `Ok(summary)` or `Err(what went wrong, for people)`.
-pub type Reply = Result<String, String>;
-
-struct ControlMsg {
-    request: Request,
-    reply: oneshot::Sender<Reply>,
-}
-
-/// The cheap handle through which the control socket sends requests.
-#[derive(Clone)]
-pub struct Handle {
-    tx: mpsc::Sender<ControlMsg>,
-}
-
-impl Handle {
-    pub async fn call(&self, request: Request) -> Reply {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(ControlMsg { request, reply }).await.map_err(|_| "flowinit is shutting down".to_string())?;
-        rx.await.map_err(|_| "flowinit is shutting down".to_string())?
-    }
-}
-
-/// One unit as the outside sees it.
-#[derive(Debug, Clone)]
-pub struct UnitView {
-    pub unit: Arc<Unit>,
-    pub status: UnitStatus,
-    pub ring: Option<Arc<RingLog>>,
-    /// Stopped on an operator's request: not counted by the health check.
-    pub held_stopped: bool,
-    pub router_stats: Option<Arc<RouterStats>>,
-}
-
-impl UnitView {
-    /// Counts toward health: not disabled, not stopped by an operator.
-    pub fn is_active(&self) -> bool {
-        self.status.state != State::Disabled && !self.held_stopped
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub units: Vec<UnitView>,
-    pub shutting_down: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +133,7 @@ pub struct Manager {
     control: mpsc::Receiver<ControlMsg>,
     waiters: Vec<Waiter>,
     snapshot: watch::Sender<Snapshot>,
+    readiness: watch::Sender<Readiness>,
     shutdown: Option<Shutdown>,
     reaper: Reaper,
     sink: LogSink,
@@ -204,6 +150,7 @@ impl Manager {
         let (events_tx, events) = mpsc::channel(1024);
         let (control_tx, control) = mpsc::channel(64);
         let (snapshot, snapshot_rx) = watch::channel(Snapshot::default());
+        let (readiness, _) = watch::channel(Readiness::default());
         let mut m = Manager {
             slots: Vec::new(),
             dependents: Vec::new(),
@@ -214,6 +161,7 @@ impl Manager {
             control,
             waiters: Vec::new(),
             snapshot,
+            readiness,
             shutdown: None,
             reaper: reaper.clone(),
             sink: sink.clone(),
@@ -226,7 +174,7 @@ impl Manager {
         }
         m.relink();
         m.publish();
-        (m, Handle { tx: control_tx }, snapshot_rx)
+        (m, Handle::new(control_tx), snapshot_rx)
     }
 
     fn set_prefix_width(&self, units: &[Unit]) {
@@ -288,8 +236,8 @@ impl Manager {
         if let Some(spec) = unit.router.clone() {
             let stats = slot.router_stats.get_or_insert_with(Default::default).clone();
             let listener = self.opts.listeners.remove(&unit.name);
-            let snapshot = self.snapshot.subscribe();
-            let task = RouterTask { id, spec: Arc::new(spec), listener, log, sink, events, cmds, snapshot, stats };
+            let readiness = self.readiness.subscribe();
+            let task = RouterTask { id, spec: Arc::new(spec), listener, log, sink, events, cmds, readiness, stats };
             tokio::spawn(task.run());
         } else if let Some(service) = unit.service.clone() {
             log.ready_match = match service.readiness.as_ref().map(|r| &r.kind) {
@@ -336,10 +284,18 @@ impl Manager {
                 status: s.status.clone(),
                 ring: s.ring.clone(),
                 held_stopped: s.held_by_operator && s.want == Want::Stop,
-                router_stats: s.router_stats.clone(),
             })
             .collect();
-        self.snapshot.send_replace(Snapshot { units, shutting_down: self.shutdown.is_some() });
+        let routers = self.slots.iter().filter_map(|s| Some((s.unit.name.clone(), s.router_stats.clone()?))).collect();
+        self.snapshot.send_replace(Snapshot { units, shutting_down: self.shutdown.is_some(), routers });
+        let readiness = Readiness::new(self.slots.iter().map(|s| (s.unit.name.clone(), s.status.state)));
+        self.readiness.send_if_modified(|r| {
+            let changed = *r != readiness;
+            if changed {
+                *r = readiness;
+            }
+            changed
+        });
     }
 
     /// Runs until shutdown completes; returns flowinit's exit code.
@@ -445,7 +401,7 @@ impl Manager {
                 }
             }
             for w in self.waiters.drain(..) {
-                let _ = w.reply.send(Err("flowinit is shutting down".into()));
+                let _ = w.reply.send(Err(RequestError::ShuttingDown));
             }
         }
     }
@@ -653,18 +609,19 @@ impl Manager {
         self.slots.iter().all(Slot::is_down).then_some(sd.code)
     }
 
-    fn resolve(&self, names: &[String]) -> Result<Vec<usize>, String> {
+    fn resolve(&self, names: &[String]) -> Result<Vec<usize>, RequestError> {
         if names.is_empty() {
-            return Err("name at least one unit".into());
+            return Err(RequestError::NoUnits);
         }
         let mut out = Vec::new();
         for n in names {
             let Some(i) = self.index(n) else {
                 let known: Vec<&str> = self.slots.iter().map(|s| s.unit.name.as_str()).collect();
-                return Err(format!("unknown unit {n:?} (units: {})", known.join(", ")));
+                return Err(RequestError::UnknownUnit { name: n.clone(), known: known.join(", ") });
             };
             if self.slots[i].tx.is_none() {
-                return Err(format!("unit {n} is {}", self.slots[i].status.reason.as_deref().unwrap_or("disabled")));
+                let why = self.slots[i].status.reason.clone().unwrap_or_else(|| "disabled".into());
+                return Err(RequestError::NotSupervised { name: n.clone(), why });
             }
             out.push(i);
         }
@@ -702,11 +659,11 @@ impl Manager {
 
     fn on_request(&mut self, request: Request, reply: oneshot::Sender<Reply>) {
         if self.shutdown.is_some() {
-            let _ = reply.send(Err("flowinit is shutting down".into()));
+            let _ = reply.send(Err(RequestError::ShuttingDown));
             return;
         }
         type Plan = (Op, Vec<Target>, Vec<u64>, String);
-        let plan: Result<Plan, String> = match request {
+        let plan: Result<Plan, RequestError> = match request {
             Request::Start(names) => self.resolve(&names).map(|roots| {
                 for i in self.closure(&roots, |i| self.requirements_of(i)) {
                     self.slots[i].rearm();
@@ -737,11 +694,11 @@ impl Manager {
                     tracing::info!("reload: {summary}");
                     Ok((Op::Stop, targets, then_start, summary))
                 }
-                Err(e) => {
-                    for line in e.lines() {
+                Err(errors) => {
+                    for line in &errors {
                         tracing::error!("reload refused, keeping the running units: {line}");
                     }
-                    Err(e)
+                    Err(RequestError::Invalid(errors))
                 }
             },
         };
@@ -756,10 +713,10 @@ impl Manager {
     /// Validates the units dir again and, if valid, marks the differences:
     /// removed units to remove, changed units to replace, new units to add.
     /// Returns the stop targets, the units to start afterwards, a summary.
-    fn reload(&mut self) -> Result<(Vec<Target>, Vec<u64>, String), String> {
+    fn reload(&mut self) -> Result<(Vec<Target>, Vec<u64>, String), Vec<String>> {
         let ctx = LoadContext::from_process(self.opts.profiles.clone(), false);
         let set = crate::config::load_dir(&self.opts.units_dir, &ctx)
-            .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+            .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
         let (mut added, mut removed, mut changed, mut same) = (Vec::new(), Vec::new(), Vec::new(), 0);
         let mut targets = Vec::new();
         let mut then_start = Vec::new();
@@ -847,7 +804,7 @@ impl Manager {
         rearmed
     }
 
-    fn waiter_outcome(&self, w: &Waiter) -> Option<Result<(), String>> {
+    fn waiter_outcome(&self, w: &Waiter) -> Option<Result<(), RequestError>> {
         let mut errors = Vec::new();
         for &(id, generation, restarts) in &w.targets {
             let Some(s) = self.slots.iter().find(|s| s.id == id) else { continue };
@@ -877,7 +834,7 @@ impl Manager {
                 }
             }
         }
-        Some(if errors.is_empty() { Ok(()) } else { Err(errors.join("\n")) })
+        Some(if errors.is_empty() { Ok(()) } else { Err(RequestError::Units(errors)) })
     }
 
     /// The budget is spent: SIGKILL whatever is left, name who used it up.

@@ -18,7 +18,7 @@ pub async fn run(
     set: UnitSet,
     opts: manager::Options,
     sink: LogSink,
-    serve: impl FnOnce(manager::Handle, tokio::sync::watch::Receiver<manager::Snapshot>),
+    serve: impl FnOnce(crate::api::Handle, tokio::sync::watch::Receiver<crate::api::Snapshot>),
 ) -> u8 {
     let reaper = match Reaper::start() {
         Ok(r) => r,

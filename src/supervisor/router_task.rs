@@ -3,13 +3,13 @@
 //! router. Ready as soon as it listens; stopping stops accepting and drains
 //! requests in flight within stop_timeout (or the caller's deadline).
 
-use super::manager::Snapshot;
 use super::state::State;
 use super::unit_task::{UnitCmd, UnitEvent, UnitStatus};
+use crate::api::{Readiness, RouterStats};
 use crate::config::unit::RouterSpec;
 use crate::logs::forward::{emit, UnitLog};
 use crate::logs::{LogSink, Stream};
-use crate::router::{serve_on_own_thread, Beside, Router, RouterStats};
+use crate::router::{serve_on_own_thread, Beside, Router};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -26,7 +26,7 @@ pub struct RouterTask {
     pub sink: LogSink,
     pub events: mpsc::Sender<UnitEvent>,
     pub cmds: mpsc::Receiver<UnitCmd>,
-    pub snapshot: watch::Receiver<Snapshot>,
+    pub readiness: watch::Receiver<Readiness>,
     pub stats: Arc<RouterStats>,
 }
 
@@ -82,7 +82,7 @@ impl RouterTask {
         let (stop_tx, stop_rx) = watch::channel(false);
         let router = Arc::new(Router::new(
             self.spec.clone(),
-            self.snapshot.clone(),
+            self.readiness.clone(),
             self.stats.clone(),
             access,
             stop_rx.clone(),

@@ -1,0 +1,134 @@
+//! The narrow waist between the supervisor and the layers that face
+//! people and clients: what the control socket may ask ([`Request`],
+//! answered through a [`Handle`] once done), what it may read (the
+//! published [`Snapshot`]), what the router needs to know ([`Readiness`]
+//! of the units its routes name) and the counters the router keeps
+//! ([`RouterStats`], shown by `status`). `control` and `router` import
+//! this module and never `supervisor`'s internals (checked by
+//! `tests/layers.rs`).
+
+use crate::config::Unit;
+use crate::logs::RingLog;
+pub use crate::supervisor::state::State;
+pub use crate::supervisor::unit_task::UnitStatus;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the control socket may ask for. Each is answered once done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Start(Vec<String>),
+    Stop(Vec<String>),
+    Restart(Vec<String>),
+    Reload,
+}
+
+/// Why a request was refused or did not get where it was sent. Each reads
+/// as the answer to "what went wrong?".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("flowinit is shutting down")]
+    ShuttingDown,
+    #[error("name at least one unit")]
+    NoUnits,
+    #[error("unknown unit {name:?} (units: {known})")]
+    UnknownUnit { name: String, known: String },
+    #[error("unit {name} is {why}")]
+    NotSupervised { name: String, why: String },
+    /// Units that failed or did not come up, one line each.
+    #[error("{}", .0.join("\n"))]
+    Units(Vec<String>),
+    /// A reload found invalid unit files: every error, one per line.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+/// `Ok(summary)` ("started flowise", a reload summary) or why not.
+pub type Reply = Result<String, RequestError>;
+
+pub(crate) struct ControlMsg {
+    pub request: Request,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// The cheap handle through which the control socket sends requests.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<ControlMsg>,
+}
+
+impl Handle {
+    pub(crate) fn new(tx: mpsc::Sender<ControlMsg>) -> Handle {
+        Handle { tx }
+    }
+
+    /// Sends `request` and waits until it is done (or refused).
+    pub async fn call(&self, request: Request) -> Reply {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(ControlMsg { request, reply }).await.map_err(|_| RequestError::ShuttingDown)?;
+        rx.await.map_err(|_| RequestError::ShuttingDown)?
+    }
+}
+
+/// One unit as the outside sees it.
+#[derive(Debug, Clone)]
+pub struct UnitView {
+    pub unit: Arc<Unit>,
+    pub status: UnitStatus,
+    pub ring: Option<Arc<RingLog>>,
+    /// Stopped on an operator's request: not counted by the health check.
+    pub held_stopped: bool,
+}
+
+impl UnitView {
+    /// Counts toward health: not disabled, not stopped by an operator.
+    pub fn is_active(&self) -> bool {
+        self.status.state != State::Disabled && !self.held_stopped
+    }
+}
+
+/// Everything `status` and `logs` show, published on every change.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub units: Vec<UnitView>,
+    pub shutting_down: bool,
+    /// The counters of each router unit, by unit name.
+    pub routers: HashMap<String, Arc<RouterStats>>,
+}
+
+impl Snapshot {
+    pub fn router_stats(&self, unit: &str) -> Option<&RouterStats> {
+        self.routers.get(unit).map(|s| &**s)
+    }
+}
+
+/// The state of every unit by name: all the router needs of the
+/// supervisor (a route whose unit is not up answers 503).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readiness {
+    units: HashMap<String, State>,
+}
+
+impl Readiness {
+    pub fn new(units: impl IntoIterator<Item = (String, State)>) -> Readiness {
+        Readiness { units: units.into_iter().collect() }
+    }
+
+    /// The unit's state, if it exists.
+    pub fn state(&self, unit: &str) -> Option<State> {
+        self.units.get(unit).copied()
+    }
+}
+
+/// Counters a router unit keeps while it serves, shown by
+/// `flowinit status ROUTER`. Owned by the router; the supervisor only
+/// creates them so that they outlive restarts.
+#[derive(Debug, Default)]
+pub struct RouterStats {
+    pub requests: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub upstream_errors: AtomicU64,
+    pub not_ready: AtomicU64,
+}
