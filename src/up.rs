@@ -68,7 +68,7 @@ pub fn up(args: UpArgs) -> u8 {
         let Some(spec) = &unit.router else { continue };
         match router::bind(spec.listen) {
             Ok(l) => {
-                listeners.insert(unit.name.clone(), l);
+                listeners.insert(spec.listen, l);
             }
             Err(e) => {
                 let err = config::ConfigError {

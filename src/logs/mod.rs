@@ -5,6 +5,7 @@
 //! units beyond a name and a prefix.
 
 pub mod events;
+pub mod file;
 pub mod forward;
 pub mod ring;
 pub mod sink;

@@ -5,6 +5,7 @@
 pub mod reaper;
 pub mod signal;
 pub mod spawn;
+pub mod sweep;
 pub mod tree;
 
 pub use reaper::Reaper;

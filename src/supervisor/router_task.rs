@@ -17,10 +17,19 @@ use tokio::sync::{mpsc, watch};
 /// Access-log lines waiting for output; more are dropped, never waited for.
 const ACCESS_LOG_QUEUE: usize = 4096;
 
+/// A router unit's new definition: new connections get `spec`; when the
+/// listen address changed, `listener` is the new address, already bound.
+#[derive(Debug)]
+pub struct RouterChange {
+    pub spec: Arc<RouterSpec>,
+    pub listener: Option<std::net::TcpListener>,
+}
+
 pub struct RouterTask {
     pub id: u64,
     pub spec: Arc<RouterSpec>,
-    /// Bound at start-up; taken by the first start (later starts re-bind).
+    /// A duplicate of the listen socket flowinit keeps, for the next run;
+    /// given with each start (a `Reconfigure` while idle).
     pub listener: Option<std::net::TcpListener>,
     pub log: UnitLog,
     pub sink: LogSink,
@@ -47,10 +56,16 @@ impl RouterTask {
         while let Some(cmd) = self.cmds.recv().await {
             match cmd {
                 UnitCmd::Start => self.serve_until_stopped(&mut status).await,
+                UnitCmd::Reconfigure(change) => {
+                    self.spec = change.spec;
+                    if let Some(l) = change.listener {
+                        self.listener = Some(l);
+                    }
+                }
                 UnitCmd::Stop { .. } if !status.state.is_settled() => {
                     self.report(&mut status, State::Stopped, None).await;
                 }
-                UnitCmd::Stop { .. } | UnitCmd::Hurry { .. } => {}
+                _ => {}
             }
         }
     }
@@ -58,6 +73,7 @@ impl RouterTask {
     async fn serve_until_stopped(&mut self, status: &mut UnitStatus) {
         let name = self.log.name.clone();
         let addr = self.spec.listen;
+        // flowinit keeps the socket; each run serves on a duplicate of its own.
         let bound = match self.listener.take() {
             Some(l) => Ok(l),
             None => crate::router::bind(addr),
