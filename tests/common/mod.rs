@@ -287,6 +287,18 @@ pub fn descendants(root: i32) -> Vec<i32> {
 /// files in `dir`; past `timeout` the group and everything below it is
 /// killed. Returns (exit code, stdout, stderr); -1 for no code.
 pub fn run_bounded(dir: &TempDir, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (i32, String, String) {
+    run_within(dir, args, env, timeout)
+        .unwrap_or_else(|err| panic!("flowinit {args:?} did not exit within {timeout:?}\n{err}"))
+}
+
+/// [`run_bounded`] that reports a run killed at `timeout` as Err(its stderr)
+/// instead of panicking.
+pub fn run_within(
+    dir: &TempDir,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(i32, String, String), String> {
     use std::os::unix::process::CommandExt;
     static N: AtomicUsize = AtomicUsize::new(0);
     let n = N.fetch_add(1, Ordering::SeqCst);
@@ -329,9 +341,10 @@ pub fn run_bounded(dir: &TempDir, args: &[&str], env: &[(&str, &str)], timeout: 
         std::thread::sleep(Duration::from_millis(5));
     };
     let read = |p: &Path| String::from_utf8_lossy(&fs::read(p).unwrap_or_default()).into_owned();
-    let code = status.and_then(|s| s.code()).unwrap_or(-1);
-    assert!(status.is_some(), "flowinit {args:?} did not exit within {timeout:?}\n{}", read(&err));
-    (code, read(&out), read(&err))
+    match status {
+        Some(s) => Ok((s.code().unwrap_or(-1), read(&out), read(&err))),
+        None => Err(read(&err)),
+    }
 }
 
 /// The real Python interpreter (not a pyenv shim), so that a unit's pid is
