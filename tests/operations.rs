@@ -113,7 +113,14 @@ fn reloads_that_change_the_router_do_not_drop_traffic() {
         })
         .collect();
     let log = f.stderr();
-    assert!(reload_failures.is_empty(), "every reload must exit 0:\n{}", reload_failures.join("\n"));
+    assert!(
+        reload_failures.is_empty(),
+        "every reload must exit 0 (meanwhile {} of {} requests failed, first: {:?}; router states after each reload: {router_states:?}):\n{}",
+        bad.len(),
+        results.len(),
+        bad.first(),
+        reload_failures.join("\n")
+    );
     assert!(
         bad.is_empty(),
         "{} of {} requests were refused, reset or not answered with 200/503:\n{}\n--- flowinit's log:\n{log}",

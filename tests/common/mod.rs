@@ -542,7 +542,7 @@ impl SseStream {
             if let Some(start) = text.find("data: ") {
                 if let Some(len) = text[start..].find("\n\n") {
                     let data = text[start + 6..start + len].to_string();
-                    self.buf = text[start + len + 2..].as_bytes().to_vec();
+                    self.buf = text.as_bytes()[start + len + 2..].to_vec();
                     return data;
                 }
             }
