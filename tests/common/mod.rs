@@ -277,3 +277,278 @@ pub fn descendants(root: i32) -> Vec<i32> {
     }
     out
 }
+
+// ---------------------------------------------------------------------------
+// Additions for tests/snapshots.rs and tests/operations.rs.
+// ---------------------------------------------------------------------------
+
+/// Runs the binary with `args` and a scrubbed environment (no FLOWINIT_*
+/// variables of the caller) plus `env`, in its own process group, output to
+/// files in `dir`; past `timeout` the group and everything below it is
+/// killed. Returns (exit code, stdout, stderr); -1 for no code.
+pub fn run_bounded(dir: &TempDir, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (i32, String, String) {
+    run_within(dir, args, env, timeout)
+        .unwrap_or_else(|err| panic!("flowinit {args:?} did not exit within {timeout:?}\n{err}"))
+}
+
+/// [`run_bounded`] that reports a run killed at `timeout` as Err(its stderr)
+/// instead of panicking.
+pub fn run_within(
+    dir: &TempDir,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(i32, String, String), String> {
+    use std::os::unix::process::CommandExt;
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let (out, err) = (dir.file(&format!("run-{n}.out")), dir.file(&format!("run-{n}.err")));
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .process_group(0);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FLOWINIT_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + timeout;
+    #[allow(clippy::disallowed_methods)]
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() >= deadline {
+            // SAFETY: kill(2) on the process group and descendants of our
+            // own unreaped child.
+            unsafe {
+                libc::kill(pid, libc::SIGSTOP);
+                for p in descendants(pid) {
+                    libc::kill(p, libc::SIGKILL);
+                }
+                libc::kill(-pid, libc::SIGKILL);
+            }
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let read = |p: &Path| String::from_utf8_lossy(&fs::read(p).unwrap_or_default()).into_owned();
+    match status {
+        Some(s) => Ok((s.code().unwrap_or(-1), read(&out), read(&err))),
+        None => Err(read(&err)),
+    }
+}
+
+/// The real Python interpreter (not a pyenv shim), so that a unit's pid is
+/// the interpreter's from the start.
+pub fn python() -> &'static str {
+    static PY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PY.get_or_init(|| {
+        #[allow(clippy::disallowed_methods)]
+        let out = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output().unwrap();
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(!path.is_empty(), "python3 not found");
+        path
+    })
+}
+
+impl Flowinit {
+    /// Like [`Flowinit::up`] (without `pid1` and `dirty_signals`), but
+    /// started as `PREFIX… flowinit up …` through a program that execs
+    /// flowinit in place (`prlimit --nofile=…`), so the pid stays the same.
+    pub fn up_via(dir: &TempDir, prefix: &[&str], args: &[&str]) -> Flowinit {
+        let out = dir.file("flowinit.out");
+        let err = dir.file("flowinit.err");
+        let socket = dir.file("ctl.sock");
+        let mut cmd = Command::new(prefix[0]);
+        cmd.args(&prefix[1..])
+            .arg(BIN)
+            .arg("up")
+            .arg("--units")
+            .arg(dir.units())
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap())
+            .env_remove("FLOWINIT_LOG_FORMAT")
+            .env_remove("FLOWINIT_PROFILES");
+        let child = cmd.spawn().unwrap();
+        let pid = child.id() as i32;
+        wait_for("flowinit exec'd by the prefix", Duration::from_secs(10), || {
+            let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+            (exe == Path::new(BIN)).then_some(())
+        });
+        Flowinit { child, pid, out, err, status: None, socket }
+    }
+
+    /// The entry of `unit` in `status --json`, if the daemon answers.
+    pub fn unit_json(&self, unit: &str) -> Option<serde_json::Value> {
+        let (_, out, _) = self.ctl(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        v["units"].as_array()?.iter().find(|u| u["name"] == unit).cloned()
+    }
+}
+
+/// Kills, on drop, every pid listed (one per line) in the given files whose
+/// process still runs `comm` — processes a fixture left behind outside
+/// flowinit's reach. The name check guards against a reused pid.
+pub struct PidFileReaper {
+    pub files: Vec<PathBuf>,
+    pub comm: &'static str,
+}
+
+impl PidFileReaper {
+    pub fn pids(&self) -> Vec<i32> {
+        self.files
+            .iter()
+            .flat_map(|f| {
+                fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect()
+    }
+}
+
+impl Drop for PidFileReaper {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == self.comm {
+                // SAFETY: kill(2) on a pid our fixture recorded, still running
+                // the program it started.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to at least `want` (up to the
+/// hard limit, raised too when we may); returns the new soft limit.
+pub fn raise_nofile(want: u64) -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        if lim.rlim_cur >= want {
+            return lim.rlim_cur;
+        }
+        let raised = libc::rlimit { rlim_cur: want, rlim_max: lim.rlim_max.max(want) };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            let capped = libc::rlimit { rlim_cur: want.min(lim.rlim_max), rlim_max: lim.rlim_max };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &capped);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    lim.rlim_cur
+}
+
+/// An HTTP answer read off a raw TCP connection.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// `GET path` with `Connection: close` on a fresh loopback connection;
+/// reads to EOF within `timeout`. An I/O error (refused, reset, timeout) or
+/// an answer that is not HTTP is returned as Err with what happened.
+pub fn http_get(port: u16, path: &str, timeout: Duration) -> Result<HttpReply, String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: ops.test\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).map_err(|e| format!("read: {e} (after {} bytes)", all.len()))?;
+    parse_http(&all)
+}
+
+pub fn parse_http(all: &[u8]) -> Result<HttpReply, String> {
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP head in {:?}", String::from_utf8_lossy(all)))?;
+    let head = String::from_utf8_lossy(&all[..split]).into_owned();
+    if !head.starts_with("HTTP/1.") {
+        return Err(format!("not HTTP: {head:?}"));
+    }
+    let status =
+        head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or(format!("bad status line {head:?}"))?;
+    Ok(HttpReply { status, head, body: all[split + 4..].to_vec() })
+}
+
+/// An open server-sent-events stream: `GET path` sent, response head read.
+pub struct SseStream {
+    pub stream: std::net::TcpStream,
+    pub head: String,
+    buf: Vec<u8>,
+}
+
+impl SseStream {
+    pub fn open(port: u16, path: &str, timeout: Duration) -> SseStream {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(timeout)).unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: ops.test\r\nAccept: text/event-stream\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let split = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "EOF before the SSE response head: {:?}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+        let buf = buf[split + 4..].to_vec();
+        SseStream { stream, head, buf }
+    }
+
+    /// The next event's `data:` text (chunked framing, if any, skipped).
+    pub fn next_data(&mut self) -> String {
+        use std::io::Read;
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&self.buf).into_owned();
+            if let Some(start) = text.find("data: ") {
+                if let Some(len) = text[start..].find("\n\n") {
+                    let data = text[start + 6..start + len].to_string();
+                    self.buf = text.as_bytes()[start + len + 2..].to_vec();
+                    return data;
+                }
+            }
+            let n = self.stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "EOF in the SSE stream: {text:?}");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
