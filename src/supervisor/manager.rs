@@ -400,7 +400,7 @@ impl Manager {
             if let Some(code) = self.finished() {
                 // A unit task's own SIGKILL at the budget's end may beat
                 // the timer above: the budget was still spent.
-                if self.slots.iter().any(|s| s.status.killed_at_deadline) {
+                if self.slots.iter().any(|s| s.status.killed == Some(super::state::KillReason::Budget)) {
                     self.report_budget_spent();
                 }
                 self.sweep_leftovers().await;
@@ -914,7 +914,8 @@ impl Manager {
                 v.join(", ")
             }
         };
-        let late = names(&|s| (s.stop_sent && !s.is_down()) || s.status.killed_at_deadline);
+        let late =
+            names(&|s| (s.stop_sent && !s.is_down()) || s.status.killed == Some(super::state::KillReason::Budget));
         let waiting = names(&|s| !s.stop_sent && !s.is_down());
         tracing::error!(
             "shutdown budget of {} spent; still stopping: {late}; not yet signalled (waiting for dependents): {waiting}; sending SIGKILL to everything left",
