@@ -464,3 +464,54 @@ fn a_stopped_unit_takes_its_escaped_process_with_it() {
     wait_for("the escaped child to be gone", T, || (!pid_alive(pid)).then_some(()));
     assert_eq!(f.stop(T), 0);
 }
+
+/// Sets flowinit's soft RLIMIT_NOFILE; returns the old (soft, hard).
+fn set_nofile(pid: i32, soft: Option<u64>, restore: Option<(u64, u64)>) -> (u64, u64) {
+    let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: prlimit64 reads the old limit into `old`.
+    assert_eq!(unsafe { libc::prlimit64(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) }, 0);
+    let new = match (soft, restore) {
+        (Some(s), _) => libc::rlimit64 { rlim_cur: s, rlim_max: old.rlim_max },
+        (None, Some((s, h))) => libc::rlimit64 { rlim_cur: s, rlim_max: h },
+        (None, None) => old,
+    };
+    // SAFETY: prlimit64 on flowinit, our own child, with a valid limit.
+    assert_eq!(unsafe { libc::prlimit64(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) }, 0);
+    (old.rlim_cur, old.rlim_max)
+}
+
+#[test]
+fn flowinits_own_emfile_is_not_the_units_failure() {
+    // With its soft fd limit at 3 every new fd of flowinit's fails with
+    // EMFILE (0-2 are taken), so the restart cannot even make its pipes.
+    // With start_limit_burst = 2, counting even one of those attempts
+    // would fail the unit for good.
+    let d = TempDir::new("emfile");
+    d.unit(
+        "crashy",
+        "[service]\nshell = \"while [ ! -e {dir}/crash ]; do sleep 0.05; done; rm {dir}/crash; exit 1\"\nrestart_delay = \"100ms\"\nstart_limit_burst = 2\n",
+    );
+    let mut f = Flowinit::up(&d, Opts::default());
+    f.wait_state("crashy", "running");
+    let old = set_nofile(f.pid, Some(3), None);
+    std::fs::write(d.file("crash"), "").unwrap();
+    let result = std::panic::catch_unwind(|| {
+        f.wait_log(
+            "flowinit itself is out of file descriptors (EMFILE) while starting unit crashy; retrying in 100ms",
+            T,
+        );
+        f.wait_log(
+            "flowinit itself is out of file descriptors (EMFILE) while starting unit crashy; retrying in 400ms",
+            T,
+        );
+    });
+    set_nofile(f.pid, None, Some(old));
+    result.unwrap();
+    let st = wait_for("crashy running again", T, || {
+        let st = f.wait_state("crashy", "running");
+        (st["restarts"] == 1).then_some(st)
+    });
+    assert_eq!(st["restarts"], 1, "{st}");
+    assert!(!f.stderr().contains("unit crashy failed for good"), "{}", f.stderr());
+    assert_eq!(f.stop(T), 0);
+}

@@ -76,6 +76,8 @@ pub enum SpawnStep {
     Gid,
     Uid,
     Chdir(PathBuf),
+    /// The unit's working_dir, checked before spawning.
+    WorkingDir(PathBuf),
     Exec,
 }
 
@@ -92,6 +94,7 @@ impl std::fmt::Display for SpawnStep {
             SpawnStep::Gid => f.write_str("setgid failed"),
             SpawnStep::Uid => f.write_str("setuid failed"),
             SpawnStep::Chdir(dir) => write!(f, "cannot change to the working directory {}", dir.display()),
+            SpawnStep::WorkingDir(dir) => write!(f, "working_dir {} is not a directory", dir.display()),
             SpawnStep::Exec => f.write_str("exec failed"),
         }
     }
@@ -115,6 +118,7 @@ impl SpawnError {
         match self.step {
             // The kernel's word is the whole story (ENOENT, ENOEXEC, EACCES).
             SpawnStep::Exec => self.source.to_string(),
+            SpawnStep::WorkingDir(_) => self.step.to_string(),
             _ => format!("{}: {}", self.step, self.source),
         }
     }

@@ -73,10 +73,8 @@ impl Child for RealChild {
         env.extend(extra_env);
         if let Some(dir) = &svc.working_dir {
             if !dir.is_dir() {
-                return Err(SpawnError::new(
-                    SpawnStep::Chdir(dir.clone()),
-                    std::io::Error::from_raw_os_error(libc::ENOTDIR),
-                ));
+                let source = std::io::Error::from_raw_os_error(libc::ENOTDIR);
+                return Err(SpawnError::new(SpawnStep::WorkingDir(dir.clone()), source));
             }
         }
         let pipe = |e| SpawnError::new(SpawnStep::Pipe, e);

@@ -310,7 +310,13 @@ impl<C: Child> Actor<C> {
                 false
             }
             AfterExit::Fail => {
-                tracing::error!("unit {} failed for good (restart = \"no\"): {why}", self.name());
+                match end {
+                    RunEnd::Exited(_) => {
+                        tracing::error!("unit {} {why}; failed for good (restart = \"no\")", self.name())
+                    }
+                    // Already logged when it happened.
+                    _ => tracing::error!("unit {} failed for good (restart = \"no\")", self.name()),
+                }
                 self.report(status, State::Failed, None, Some(why)).await;
                 false
             }
