@@ -231,8 +231,7 @@ impl<C: Child> Actor<C> {
                             shown(delay)
                         );
                         tracing::error!("{why} ({e})");
-                        let (state, pid) = (status.state, status.pid);
-                        self.report(status, state, pid, Some(why)).await;
+                        self.report(status, State::Starting, None, Some(why)).await;
                         if !self.wait_or_stop(status, Instant::now() + delay).await {
                             return;
                         }

@@ -453,7 +453,7 @@ async fn the_emfile_retry_says_whose_problem_it_is() {
         ev.status.reason.as_deref(),
         Some("flowinit itself is out of file descriptors (EMFILE) while starting unit app; retrying in 100ms")
     );
-    assert_eq!(ev.status.restarts, 0);
+    assert_eq!((ev.status.state, ev.status.restarts), (State::Starting, 0));
     assert_eq!(Shortage::of(&std::io::Error::from_raw_os_error(libc::EMFILE)), Some(Shortage::FileDescriptors));
 }
 
