@@ -161,8 +161,11 @@ fn group_stop_takes_grandchildren_along() {
 
 #[test]
 fn escaped_daemons_are_swept_at_the_end() {
+    // `env -i` drops the unit's run tag too, so the unit's own sweep cannot
+    // find it (see a_stopped_unit_takes_its_escaped_process_with_it): only
+    // the final sweep of every descendant can.
     let d = TempDir::new("sweep");
-    d.unit("daemonizer", "[service]\nshell = \"setsid sleep 1000 & echo $! > {dir}/d.pid; exec sleep 1000\"\n");
+    d.unit("daemonizer", "[service]\nshell = \"setsid env -i sleep 1000 & echo $! > {dir}/d.pid; exec sleep 1000\"\n");
     let mut f = Flowinit::up(&d, Opts::default());
     let daemon = read_pid(&d, "d.pid");
     // Only once it runs sleep in its own session has it escaped the group.
@@ -395,4 +398,120 @@ fn stop_order_passes_through_finished_oneshots() {
     f.wait_state("setup", "exited");
     assert_eq!(f.stop(T), 0);
     assert_eq!(d.read("db.saw").trim(), "after", "db stopped before web finished stopping");
+}
+
+/// Kills, whatever happens, the escaped `sleep`s whose pids a fixture
+/// wrote to a file (checking the command line first, so a reused pid is
+/// left alone).
+struct Escapees(std::path::PathBuf);
+
+impl Escapees {
+    fn pids(&self) -> Vec<i32> {
+        std::fs::read_to_string(&self.0).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+    }
+}
+
+impl Drop for Escapees {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmdline.starts_with(b"sleep\0") && pid_alive(pid) {
+                // SAFETY: kill(2) by pid of a sleep our fixture started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+#[test]
+fn a_crash_loop_leaves_no_escaped_process_behind() {
+    let d = TempDir::new("escape-loop");
+    let escaped = Escapees(d.file("escaped"));
+    d.unit(
+        "loop",
+        &format!(
+            "[service]\ncommand = [\"{}\", \"{{dir}}/escaped\", \"1\", \"ignore-term\"]\nrestart = \"on-failure\"\nrestart_delay = \"100ms\"\nstart_limit_burst = 2\nstop_timeout = \"500ms\"\n",
+            fixture("escapes.sh")
+        ),
+    );
+    let mut f = Flowinit::up(&d, Opts::default());
+    f.wait_log("unit loop failed for good", T);
+    let pids = escaped.pids();
+    assert_eq!(pids.len(), 2, "one escaped child per start: {pids:?}");
+    wait_for("the escaped children to be gone", T, || pids.iter().all(|&p| !pid_alive(p)).then_some(()));
+    let err = f.stderr();
+    assert!(err.contains("left its process group; sent SIGTERM"), "{err}");
+    assert!(err.contains("ignored SIGTERM; sending SIGKILL"), "{err}");
+    assert_eq!(f.stop(T), 0);
+}
+
+#[test]
+fn a_stopped_unit_takes_its_escaped_process_with_it() {
+    let d = TempDir::new("escape-stop");
+    let escaped = Escapees(d.file("escaped"));
+    d.unit("stays", &format!("[service]\ncommand = [\"{}\", \"{{dir}}/escaped\", \"stay\"]\n", fixture("escapes.sh")));
+    let mut f = Flowinit::up(&d, Opts::default());
+    let pid = wait_for("the escaped child's pid", T, || escaped.pids().first().copied());
+    let sid = |p: i32| {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(3)?.parse::<i32>().ok())
+    };
+    let main = f.wait_state("stays", "running")["pid"].as_i64().unwrap() as i32;
+    assert!(pid_alive(pid));
+    assert_ne!(sid(pid), sid(main), "the child left the unit's session");
+    let (code, out, err) = f.ctl(&["stop", "stays"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for("the escaped child to be gone", T, || (!pid_alive(pid)).then_some(()));
+    assert_eq!(f.stop(T), 0);
+}
+
+/// Sets flowinit's soft RLIMIT_NOFILE; returns the old (soft, hard).
+fn set_nofile(pid: i32, soft: Option<u64>, restore: Option<(u64, u64)>) -> (u64, u64) {
+    let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: prlimit64 reads the old limit into `old`.
+    assert_eq!(unsafe { libc::prlimit64(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) }, 0);
+    let new = match (soft, restore) {
+        (Some(s), _) => libc::rlimit64 { rlim_cur: s, rlim_max: old.rlim_max },
+        (None, Some((s, h))) => libc::rlimit64 { rlim_cur: s, rlim_max: h },
+        (None, None) => old,
+    };
+    // SAFETY: prlimit64 on flowinit, our own child, with a valid limit.
+    assert_eq!(unsafe { libc::prlimit64(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) }, 0);
+    (old.rlim_cur, old.rlim_max)
+}
+
+#[test]
+fn flowinits_own_emfile_is_not_the_units_failure() {
+    // With its soft fd limit at 3 every new fd of flowinit's fails with
+    // EMFILE (0-2 are taken), so the restart cannot even make its pipes.
+    // With start_limit_burst = 2, counting even one of those attempts
+    // would fail the unit for good.
+    let d = TempDir::new("emfile");
+    d.unit(
+        "crashy",
+        "[service]\nshell = \"while [ ! -e {dir}/crash ]; do sleep 0.05; done; rm {dir}/crash; exit 1\"\nrestart_delay = \"100ms\"\nstart_limit_burst = 2\n",
+    );
+    let mut f = Flowinit::up(&d, Opts::default());
+    f.wait_state("crashy", "running");
+    let old = set_nofile(f.pid, Some(3), None);
+    std::fs::write(d.file("crash"), "").unwrap();
+    let result = std::panic::catch_unwind(|| {
+        f.wait_log(
+            "flowinit itself is out of file descriptors (EMFILE) while starting unit crashy; retrying in 100ms",
+            T,
+        );
+        f.wait_log(
+            "flowinit itself is out of file descriptors (EMFILE) while starting unit crashy; retrying in 400ms",
+            T,
+        );
+    });
+    set_nofile(f.pid, None, Some(old));
+    result.unwrap();
+    let st = wait_for("crashy running again", T, || {
+        let st = f.wait_state("crashy", "running");
+        (st["restarts"] == 1).then_some(st)
+    });
+    assert_eq!(st["restarts"], 1, "{st}");
+    assert!(!f.stderr().contains("unit crashy failed for good"), "{}", f.stderr());
+    assert_eq!(f.stop(T), 0);
 }

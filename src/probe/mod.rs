@@ -10,17 +10,94 @@ pub mod notify;
 use crate::config::unit::{ProbeKind, Service};
 use crate::logs::watch::LineWatch;
 use crate::process::reaper::Spawned;
-use crate::process::{Isolation, Pgid, Reaper, Signal, SpawnSpec, Stdio3, Termination};
+use crate::process::{Isolation, Pgid, Reaper, Shortage, Signal, SpawnError, SpawnSpec, Stdio3, Termination};
 use std::ffi::OsString;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+/// Why one attempt failed. [`ProbeError::Resource`] is flowinit's own
+/// problem (it could not open a socket or start the probe command), not
+/// the unit's: the unit task skips such an attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("flowinit itself is {shortage} while {doing}")]
+    Resource { shortage: Shortage, doing: String },
+    #[error("{} {target}", short_io_error(.source))]
+    Connect {
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("http handshake with {target}: {source}")]
+    Handshake {
+        target: String,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("http {target}: {source}")]
+    Request {
+        target: String,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("bad probe request: {0}")]
+    BadRequest(#[from] hyper::http::Error),
+    #[error("http {path} answered {status}")]
+    Status { path: String, status: hyper::StatusCode },
+    #[error("no answer within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    #[error("cannot run probe {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: SpawnError,
+    },
+    #[error("probe exit lost")]
+    ExitLost,
+    #[error("{name} {term}")]
+    Exec { name: String, term: Termination },
+    #[error("log probes are driven by the unit's output")]
+    LogDriven,
+}
+
+impl ProbeError {
+    fn connect(target: &str, source: io::Error) -> ProbeError {
+        match Shortage::of(&source) {
+            Some(shortage) => ProbeError::Resource { shortage, doing: format!("connecting to {target}") },
+            None => ProbeError::Connect { target: target.to_string(), source },
+        }
+    }
+
+    fn spawn(program: &std::path::Path, source: SpawnError) -> ProbeError {
+        match source.resource_shortage() {
+            Some(shortage) => ProbeError::Resource { shortage, doing: format!("starting probe {}", program.display()) },
+            None => ProbeError::Spawn { program: program.display().to_string(), source },
+        }
+    }
+
+    /// Flowinit's own shortage, not a verdict on the unit.
+    pub fn is_resource(&self) -> bool {
+        matches!(self, ProbeError::Resource { .. })
+    }
+}
+
+pub type ProbeResult = Result<(), ProbeError>;
+
 /// A running probe; aborted (with its exec child) when dropped.
 pub struct ProbeTask {
     handle: JoinHandle<()>,
-    pub results: mpsc::Receiver<Result<(), String>>,
+    pub results: mpsc::Receiver<ProbeResult>,
+}
+
+impl ProbeTask {
+    /// A probe whose results come from elsewhere (the unit task's tests).
+    #[cfg(test)]
+    pub fn from_channel(results: mpsc::Receiver<ProbeResult>) -> ProbeTask {
+        ProbeTask { handle: tokio::spawn(async {}), results }
+    }
 }
 
 impl Drop for ProbeTask {
@@ -57,7 +134,7 @@ pub fn start(
         loop {
             let result = match tokio::time::timeout(timeout, attempt(&kind, &exec)).await {
                 Ok(r) => r,
-                Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
+                Err(_) => Err(ProbeError::Timeout(timeout)),
             };
             if tx.send(result).await.is_err() {
                 return;
@@ -69,19 +146,18 @@ pub fn start(
 }
 
 /// One attempt. Connections are closed afterwards; nothing is kept.
-pub async fn attempt(kind: &ProbeKind, exec: &ExecContext) -> Result<(), String> {
+pub async fn attempt(kind: &ProbeKind, exec: &ExecContext) -> ProbeResult {
     match kind {
         ProbeKind::Http { authority, host, path, .. } => http_get(authority, host, path).await,
-        ProbeKind::Tcp { addr } => tokio::net::TcpStream::connect(addr.as_str())
-            .await
-            .map(drop)
-            .map_err(|e| format!("{} {addr}", short_io_error(&e))),
+        ProbeKind::Tcp { addr } => {
+            tokio::net::TcpStream::connect(addr.as_str()).await.map(drop).map_err(|e| ProbeError::connect(addr, e))
+        }
         ProbeKind::Exec { program, argv } => run_exec(program, argv, exec).await,
-        ProbeKind::Log { .. } => Err("log probes are driven by the unit's output".into()),
+        ProbeKind::Log { .. } => Err(ProbeError::LogDriven),
     }
 }
 
-fn short_io_error(e: &std::io::Error) -> String {
+fn short_io_error(e: &io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
         std::io::ErrorKind::ConnectionReset => "connection reset".into(),
@@ -90,22 +166,23 @@ fn short_io_error(e: &std::io::Error) -> String {
     }
 }
 
-async fn http_get(authority: &str, host: &str, path: &str) -> Result<(), String> {
+async fn http_get(authority: &str, host: &str, path: &str) -> ProbeResult {
     use http_body_util::{BodyExt, Empty};
-    let stream =
-        tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("{} {authority}", short_io_error(&e)))?;
+    let stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| ProbeError::connect(authority, e))?;
     let io = hyper_util::rt::TokioIo::new(stream);
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(io)
         .await
-        .map_err(|e| format!("http handshake with {authority}: {e}"))?;
+        .map_err(|source| ProbeError::Handshake { target: authority.to_string(), source })?;
     let conn = tokio::spawn(conn);
     let req = hyper::Request::get(path)
         .header(hyper::header::HOST, host)
         .header(hyper::header::USER_AGENT, "flowinit-probe")
         .header(hyper::header::CONNECTION, "close")
-        .body(Empty::new())
-        .map_err(|e| format!("bad probe request: {e}"))?;
-    let res = sender.send_request(req).await.map_err(|e| format!("http {authority}{path}: {e}"));
+        .body(Empty::new())?;
+    let res = sender
+        .send_request(req)
+        .await
+        .map_err(|source| ProbeError::Request { target: format!("{authority}{path}"), source });
     let outcome = match res {
         Ok(res) => {
             let status = res.status();
@@ -114,7 +191,7 @@ async fn http_get(authority: &str, host: &str, path: &str) -> Result<(), String>
             if status.is_success() {
                 Ok(())
             } else {
-                Err(format!("http {path} answered {status}"))
+                Err(ProbeError::Status { path: path.to_string(), status })
             }
         }
         Err(e) => Err(e),
@@ -134,7 +211,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-async fn run_exec(program: &std::path::Path, argv: &[String], ctx: &ExecContext) -> Result<(), String> {
+async fn run_exec(program: &std::path::Path, argv: &[String], ctx: &ExecContext) -> ProbeResult {
     let svc = &ctx.service;
     let spec = SpawnSpec {
         program: program.to_path_buf(),
@@ -145,13 +222,52 @@ async fn run_exec(program: &std::path::Path, argv: &[String], ctx: &ExecContext)
         isolation: Isolation::Session,
         stdio: Stdio3::Null,
     };
-    let Spawned { pid, exit } =
-        ctx.reaper.spawn(spec).map_err(|e| format!("cannot run probe {}: {e}", program.display()))?;
+    let Spawned { pid, exit } = ctx.reaper.spawn(spec).map_err(|e| ProbeError::spawn(program, e))?;
     let mut guard = KillOnDrop(Some(Pgid::of_leader(pid)));
-    let term = exit.await.map_err(|_| "probe exit lost".to_string())?;
+    let term = exit.await.map_err(|_| ProbeError::ExitLost)?;
     guard.0 = None;
     match term {
         Termination::Exited(0) => Ok(()),
-        t => Err(format!("{} {t}", argv.first().map(String::as_str).unwrap_or("probe"))),
+        term => Err(ProbeError::Exec { name: argv.first().map_or("probe", String::as_str).to_string(), term }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flowinits_own_shortages_are_not_the_units() {
+        let e = |n| io::Error::from_raw_os_error(n);
+        let table = [
+            (libc::EMFILE, true),
+            (libc::ENFILE, true),
+            (libc::ENOMEM, true),
+            (libc::EAGAIN, true),
+            (libc::ECONNREFUSED, false),
+            (libc::ETIMEDOUT, false),
+        ];
+        for (errno, resource) in table {
+            assert_eq!(ProbeError::connect("127.0.0.1:1", e(errno)).is_resource(), resource, "errno {errno}");
+        }
+        let emfile = ProbeError::connect("127.0.0.1:5432", e(libc::EMFILE));
+        assert_eq!(
+            emfile.to_string(),
+            "flowinit itself is out of file descriptors (EMFILE) while connecting to 127.0.0.1:5432"
+        );
+        let refused = ProbeError::connect("127.0.0.1:5432", e(libc::ECONNREFUSED));
+        assert_eq!(refused.to_string(), "connection refused 127.0.0.1:5432");
+    }
+
+    #[test]
+    fn an_exec_probe_that_cannot_start_for_lack_of_fds_is_skipped() {
+        use crate::process::SpawnStep;
+        let spawn = |errno| SpawnError::new(SpawnStep::Clone, io::Error::from_raw_os_error(errno));
+        assert!(ProbeError::spawn("pg_isready".as_ref(), spawn(libc::EAGAIN)).is_resource());
+        assert!(!ProbeError::spawn(
+            "pg_isready".as_ref(),
+            SpawnError::new(SpawnStep::Exec, io::Error::from_raw_os_error(libc::ENOENT))
+        )
+        .is_resource());
     }
 }

@@ -10,7 +10,7 @@ pub mod tree;
 
 pub use reaper::Reaper;
 pub use signal::{Pgid, Pid, Signal, Termination};
-pub use spawn::{Isolation, SpawnSpec, Stdio3};
+pub use spawn::{Isolation, Shortage, SpawnError, SpawnSpec, SpawnStep, Stdio3};
 
 /// As PID 1 orphans come to us anyway; otherwise ask the kernel to send
 /// them to us (PR_SET_CHILD_SUBREAPER).

@@ -5,7 +5,7 @@
 //! are orphans re-parented to us: reaped and logged at debug level.
 
 use super::signal::{Pid, Signal, Termination};
-use super::spawn::{spawn, SpawnSpec};
+use super::spawn::{spawn, SpawnError, SpawnSpec, SpawnStep};
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid as NixPid;
@@ -56,13 +56,9 @@ impl Reaper {
     }
 
     /// Spawns and registers the child in one step.
-    pub fn spawn(&self, spec: SpawnSpec) -> io::Result<Spawned> {
+    pub fn spawn(&self, spec: SpawnSpec) -> Result<Spawned, SpawnError> {
         let mut reg = self.lock();
-        let raw = spawn(spec)?;
-        let pid = i32::try_from(raw)
-            .ok()
-            .and_then(Pid::new)
-            .ok_or_else(|| io::Error::other(format!("kernel returned invalid pid {raw}")))?;
+        let pid = checked_pid(spawn(spec)?)?;
         let (tx, exit) = oneshot::channel();
         reg.waiting.insert(pid, tx);
         Ok(Spawned { pid, exit })
@@ -128,10 +124,12 @@ pub fn reap_blocking_until(main: Pid) -> Result<Option<Termination>, Errno> {
 
 /// Spawns without the async registry, for single-command mode where the
 /// caller reaps with [`reap_blocking_until`].
-pub fn spawn_unregistered(spec: SpawnSpec) -> io::Result<Pid> {
-    let raw = spawn(spec)?;
-    i32::try_from(raw)
-        .ok()
-        .and_then(Pid::new)
-        .ok_or_else(|| io::Error::other(format!("kernel returned invalid pid {raw}")))
+pub fn spawn_unregistered(spec: SpawnSpec) -> Result<Pid, SpawnError> {
+    checked_pid(spawn(spec)?)
+}
+
+fn checked_pid(raw: u32) -> Result<Pid, SpawnError> {
+    i32::try_from(raw).ok().and_then(Pid::new).ok_or_else(|| {
+        SpawnError::new(SpawnStep::Clone, io::Error::other(format!("kernel returned invalid pid {raw}")))
+    })
 }

@@ -112,6 +112,9 @@ impl Pgid {
     pub fn of_leader(pid: Pid) -> Pgid {
         Pgid(pid)
     }
+    pub fn raw(self) -> i32 {
+        self.0.raw()
+    }
     /// Signals the whole group. `Ok(false)` when no member is left.
     pub fn signal(self, sig: Signal) -> Result<bool, Errno> {
         gone_is_false(killpg(NixPid::from_raw(self.0.raw()), sig.0))

@@ -60,14 +60,129 @@ pub struct SpawnSpec {
     pub stdio: Stdio3,
 }
 
+/// The step of starting a child that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpawnStep {
+    /// Building argv and the environment, opening /dev/null.
+    Prepare,
+    /// Creating the pipes for the child's output (done by the caller).
+    Pipe,
+    /// Creating the process itself (`clone`).
+    Clone,
+    Stdio,
+    Session,
+    Signals,
+    Groups,
+    Gid,
+    Uid,
+    Chdir(PathBuf),
+    /// The unit's working_dir, checked before spawning.
+    WorkingDir(PathBuf),
+    Exec,
+}
+
+impl std::fmt::Display for SpawnStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpawnStep::Prepare => f.write_str("cannot prepare the child"),
+            SpawnStep::Pipe => f.write_str("cannot create the output pipes"),
+            SpawnStep::Clone => f.write_str("cannot create a process"),
+            SpawnStep::Stdio => f.write_str("cannot set up stdin/stdout/stderr"),
+            SpawnStep::Session => f.write_str("cannot create a session or process group"),
+            SpawnStep::Signals => f.write_str("cannot reset the signal mask"),
+            SpawnStep::Groups => f.write_str("setgroups failed"),
+            SpawnStep::Gid => f.write_str("setgid failed"),
+            SpawnStep::Uid => f.write_str("setuid failed"),
+            SpawnStep::Chdir(dir) => write!(f, "cannot change to the working directory {}", dir.display()),
+            SpawnStep::WorkingDir(dir) => write!(f, "working_dir {} is not a directory", dir.display()),
+            SpawnStep::Exec => f.write_str("exec failed"),
+        }
+    }
+}
+
+/// Why a child could not be started: the step and the kernel's word.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct SpawnError {
+    pub step: SpawnStep,
+    #[source]
+    pub source: io::Error,
+}
+
+impl SpawnError {
+    pub fn new(step: SpawnStep, source: io::Error) -> SpawnError {
+        SpawnError { step, source }
+    }
+
+    fn describe(&self) -> String {
+        match self.step {
+            // The kernel's word is the whole story (ENOENT, ENOEXEC, EACCES).
+            SpawnStep::Exec => self.source.to_string(),
+            SpawnStep::WorkingDir(_) => self.step.to_string(),
+            _ => format!("{}: {}", self.step, self.source),
+        }
+    }
+
+    pub fn kind(&self) -> io::ErrorKind {
+        self.source.kind()
+    }
+
+    /// Flowinit itself ran short of file descriptors, memory or processes:
+    /// not the unit's fault, so not the unit's failure. `setuid`'s EAGAIN
+    /// is excluded: it means the unit's *user* is at its process limit.
+    pub fn resource_shortage(&self) -> Option<Shortage> {
+        match self.step {
+            SpawnStep::Uid => None,
+            _ => Shortage::of(&self.source),
+        }
+    }
+}
+
+/// A resource flowinit itself ran out of (EMFILE, ENFILE, ENOMEM, EAGAIN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shortage {
+    /// EMFILE: flowinit's own file descriptor limit.
+    FileDescriptors,
+    /// ENFILE: the system-wide file limit.
+    SystemFiles,
+    /// ENOMEM.
+    Memory,
+    /// EAGAIN: processes or memory, for now.
+    Temporary,
+}
+
+impl Shortage {
+    pub fn of(e: &io::Error) -> Option<Shortage> {
+        match e.raw_os_error()? {
+            libc::EMFILE => Some(Shortage::FileDescriptors),
+            libc::ENFILE => Some(Shortage::SystemFiles),
+            libc::ENOMEM => Some(Shortage::Memory),
+            libc::EAGAIN => Some(Shortage::Temporary),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Shortage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Shortage::FileDescriptors => "out of file descriptors (EMFILE)",
+            Shortage::SystemFiles => "out of file descriptors system-wide (ENFILE)",
+            Shortage::Memory => "out of memory (ENOMEM)",
+            Shortage::Temporary => "out of processes or memory for now (EAGAIN)",
+        })
+    }
+}
+
 /// Starts the child. Returns its pid once exec succeeded, or the error of
 /// exec or of the step before it that failed (e.g. `setuid` refused, the
 /// working directory missing); a failed child is reaped here. Never waits
 /// for the child to exit: the caller must hold the reaper's registry so
 /// that an early exit is not lost.
-pub(super) fn spawn(spec: SpawnSpec) -> io::Result<u32> {
-    let child = Prepared::new(spec)?;
-    let stack = ChildStack::new()?;
+pub(super) fn spawn(spec: SpawnSpec) -> Result<u32, SpawnError> {
+    let prepare = |e| SpawnError::new(SpawnStep::Prepare, e);
+    let child = Prepared::new(spec).map_err(prepare)?;
+    let stack = ChildStack::new().map_err(|e| SpawnError::new(SpawnStep::Clone, e))?;
     let mut old_mask: u64 = 0;
     let all: u64 = !0;
     // SAFETY: the raw rt_sigprocmask only changes this thread's mask (all
@@ -87,35 +202,35 @@ pub(super) fn spawn(spec: SpawnSpec) -> io::Result<u32> {
         let clone_error = io::Error::last_os_error();
         libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &old_mask, std::ptr::null_mut::<u64>(), 8usize);
         if pid < 0 {
-            return Err(clone_error);
+            return Err(SpawnError::new(SpawnStep::Clone, clone_error));
         }
         pid
     };
     drop(stack);
     let errno = child.errno.load(Ordering::Acquire);
     if errno == 0 {
-        return u32::try_from(pid).map_err(|_| io::Error::other(format!("clone returned pid {pid}")));
+        return u32::try_from(pid)
+            .map_err(|_| SpawnError::new(SpawnStep::Clone, io::Error::other(format!("clone returned pid {pid}"))));
     }
     // The child has exited (127): collect it now, nobody else knows it.
     let mut status = 0;
     // SAFETY: plain waitpid on our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     let err = io::Error::from_raw_os_error(errno);
-    let what = match Step::from(child.step.load(Ordering::Acquire)) {
-        // The kernel's word is the whole story (ENOENT, ENOEXEC, EACCES).
-        Step::Exec => return Err(err),
-        Step::Stdio => "cannot set up stdin/stdout/stderr".to_string(),
-        Step::Session => "cannot create a session or process group".to_string(),
-        Step::Signals => "cannot reset the signal mask".to_string(),
-        Step::Groups => "setgroups failed".to_string(),
-        Step::Gid => "setgid failed".to_string(),
-        Step::Uid => "setuid failed".to_string(),
+    let step = match Step::from(child.step.load(Ordering::Acquire)) {
+        Step::Exec => SpawnStep::Exec,
+        Step::Stdio => SpawnStep::Stdio,
+        Step::Session => SpawnStep::Session,
+        Step::Signals => SpawnStep::Signals,
+        Step::Groups => SpawnStep::Groups,
+        Step::Gid => SpawnStep::Gid,
+        Step::Uid => SpawnStep::Uid,
         Step::Chdir => {
-            let dir = child.dir.as_ref().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
-            format!("cannot change to the working directory {dir}")
+            let dir = child.dir.as_ref().map(|d| PathBuf::from(std::ffi::OsStr::from_bytes(d.as_bytes())));
+            SpawnStep::Chdir(dir.unwrap_or_default())
         }
     };
-    Err(io::Error::new(err.kind(), format!("{what}: {err}")))
+    Err(SpawnError::new(step, err))
 }
 
 /// What the child does, in this order; the failing step is reported.
@@ -369,4 +484,35 @@ unsafe fn child_steps(p: &Prepared) -> Step {
     }
     libc::execve(p.program.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
     Step::Exec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_errors_are_flowinits() {
+        let e = |n| io::Error::from_raw_os_error(n);
+        let table = [
+            (SpawnStep::Pipe, libc::EMFILE, Some(Shortage::FileDescriptors)),
+            (SpawnStep::Clone, libc::EAGAIN, Some(Shortage::Temporary)),
+            (SpawnStep::Prepare, libc::ENFILE, Some(Shortage::SystemFiles)),
+            (SpawnStep::Exec, libc::ENOMEM, Some(Shortage::Memory)),
+            (SpawnStep::Uid, libc::EAGAIN, None),
+            (SpawnStep::Exec, libc::ENOENT, None),
+            (SpawnStep::Chdir("/x".into()), libc::EACCES, None),
+        ];
+        for (step, errno, want) in table {
+            let err = SpawnError::new(step.clone(), e(errno));
+            assert_eq!(err.resource_shortage(), want, "{step:?} errno {errno}");
+        }
+    }
+
+    #[test]
+    fn messages_read_well() {
+        let exec = SpawnError::new(SpawnStep::Exec, io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(exec.to_string(), "No such file or directory (os error 2)");
+        let dir = SpawnError::new(SpawnStep::Chdir("/srv".into()), io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(dir.to_string(), "cannot change to the working directory /srv: Permission denied (os error 13)");
+    }
 }

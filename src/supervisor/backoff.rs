@@ -39,6 +39,12 @@ impl StartLimit {
         true
     }
 
+    /// Takes back the start recorded last: it never happened (flowinit
+    /// itself ran out of file descriptors or memory).
+    pub fn take_back(&mut self) {
+        self.starts.pop_back();
+    }
+
     /// A start asked for by an operator begins a fresh window.
     pub fn reset(&mut self) {
         self.starts.clear();
@@ -72,5 +78,10 @@ mod tests {
         assert!(!l.try_start(at(10_500)));
         l.reset();
         assert!(l.try_start(at(10_600)));
+        let mut l = StartLimit::new(1, Duration::from_secs(10));
+        assert!(l.try_start(at(0)));
+        l.take_back();
+        assert!(l.try_start(at(1)), "a start taken back does not count");
+        assert!(!l.try_start(at(2)));
     }
 }

@@ -12,7 +12,7 @@ use super::waiters::{Op, Target, Waiter};
 use crate::api::{Reply, Request, RequestError};
 use crate::config::{Unit, UnitSet};
 use crate::process::Signal;
-use crate::supervisor::state::State;
+use crate::supervisor::state::{KillReason, State};
 use crate::supervisor::unit_task::{UnitCmd, UnitStatus};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -274,7 +274,7 @@ impl Plan {
         if !self.slots.iter().all(Slot::is_down) {
             return None;
         }
-        if self.slots.iter().any(|s| s.status.killed_at_deadline) {
+        if self.slots.iter().any(|s| s.status.killed == Some(KillReason::Budget)) {
             self.report_budget_spent();
         }
         self.shutdown.as_ref().map(|s| s.code)
@@ -408,7 +408,7 @@ impl Plan {
                 v.join(", ")
             }
         };
-        let late = names(&|s| (s.stop_sent && !s.is_down()) || s.status.killed_at_deadline);
+        let late = names(&|s| (s.stop_sent && !s.is_down()) || s.status.killed == Some(KillReason::Budget));
         let waiting = names(&|s| !s.stop_sent && !s.is_down());
         tracing::error!(
             "shutdown budget of {} spent; still stopping: {late}; not yet signalled (waiting for dependents): {waiting}; sending SIGKILL to everything left",

@@ -17,7 +17,7 @@ use crate::api::Request;
 use crate::config::validate::load_files;
 use crate::config::{LoadContext, UnitSet};
 use crate::process::Signal;
-use crate::supervisor::state::State;
+use crate::supervisor::state::{KillReason, State};
 use crate::supervisor::unit_task::{UnitCmd, UnitStatus};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -99,7 +99,7 @@ impl World {
                     if let Some(n) = e.strip_prefix("restarts=") {
                         status.restarts = n.parse().unwrap();
                     } else if *e == "killed" {
-                        status.killed_at_deadline = true;
+                        status.killed = Some(KillReason::Budget);
                     } else {
                         status.reason = Some(e.to_string());
                     }

@@ -1,33 +1,40 @@
-//! The per-unit actor. It owns its process (spawn, exit, stop escalation),
-//! its restart timing and its log forwarders, and reports every state
-//! change to the manager as a full [`UnitStatus`]. It acts only on the
-//! manager's commands; it never looks at other units.
+//! The per-unit actor. It owns its process (spawn, exit, stop escalation,
+//! the cleanup of what a run leaves behind), its restart timing and its
+//! probes, and reports every state change to the manager as a full
+//! [`UnitStatus`]. It acts only on the manager's commands; it never looks
+//! at other units. Everything it does to processes goes through the
+//! [`Child`] seam ([`child`]), so `tests` run it against a fake child under
+//! paused time.
+
+mod child;
+#[cfg(test)]
+mod tests;
 
 use super::backoff::{restart_delay, StartLimit};
-use super::state::{after_exit, AfterExit, State};
+use super::state::{after_run, AfterExit, KillReason, RunEnd, State};
 use crate::config::unit::{Service, ServiceKind};
-use crate::logs::forward::{forward, UnitLog};
-use crate::logs::{LogSink, Stream};
-use crate::probe;
+use crate::logs::forward::UnitLog;
+use crate::logs::watch::LineWatch;
+use crate::logs::LogSink;
 use crate::probe::notify::{self, NotifySocket};
-use crate::process::reaper::Spawned;
-use crate::process::{Isolation, Pgid, Pid, Reaper, Signal, SpawnSpec, Stdio3, Termination};
-use std::ffi::OsString;
+use crate::probe::{ProbeResult, ProbeTask};
+use crate::process::{Pgid, Pid, Reaper, Signal, Termination};
+use child::{wait_until, Child, RealChild, RunTag};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::mpsc;
-use tokio::time::sleep_until;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, Instant};
 
 #[derive(Debug)]
 pub enum UnitCmd {
     Start,
     /// Stop now; SIGKILL the group at the latest at `deadline`.
     Stop {
-        deadline: Instant,
+        deadline: std::time::Instant,
     },
     /// Bring a running stop's SIGKILL forward to `deadline`.
     Hurry {
-        deadline: Instant,
+        deadline: std::time::Instant,
     },
     /// A router unit's new definition, applied while it runs.
     Reconfigure(Box<super::router_task::RouterChange>),
@@ -41,9 +48,8 @@ pub struct UnitStatus {
     pub since: SystemTime,
     pub reason: Option<String>,
     pub last_exit: Option<Termination>,
-    /// The last stop ended in SIGKILL because the caller's deadline (the
-    /// shutdown budget) ran out, not the unit's own stop_timeout.
-    pub killed_at_deadline: bool,
+    /// Why the last stop ended in SIGKILL, if it did.
+    pub killed: Option<KillReason>,
     /// The last failed probe attempt (readiness or liveness), cleared on success.
     pub probe_error: Option<String>,
     pub probe_ok_at: Option<SystemTime>,
@@ -64,7 +70,7 @@ impl UnitStatus {
             since: SystemTime::now(),
             reason,
             last_exit: None,
-            killed_at_deadline: false,
+            killed: None,
             probe_error: None,
             probe_ok_at: None,
             status_text: None,
@@ -99,18 +105,58 @@ pub struct UnitTask {
     pub cmds: mpsc::Receiver<UnitCmd>,
 }
 
+impl UnitTask {
+    pub async fn run(self) {
+        let UnitTask { id, service, log, reaper, sink, events, cmds } = self;
+        let (name, ready_match) = (log.name.clone(), log.ready_match.clone());
+        let child = RealChild { service: service.clone(), log, sink, reaper };
+        Actor { id, name, service, child: Arc::new(child), ready_match, events, cmds }.run().await;
+    }
+}
+
+/// The actor proper, generic over how it reaches its process.
+struct Actor<C: Child> {
+    id: u64,
+    name: Arc<str>,
+    service: Arc<Service>,
+    child: Arc<C>,
+    ready_match: Option<Arc<LineWatch>>,
+    events: mpsc::Sender<UnitEvent>,
+    cmds: mpsc::Receiver<UnitCmd>,
+}
+
 /// How supervising a running process ended.
 enum Outcome {
     Exited(Termination),
-    StopRequested(Instant),
-    ManagerGone,
+    /// Stop; SIGKILL at stop_timeout, or earlier at the deadline if any.
+    StopRequested(Option<Instant>),
     /// Not ready by start_timeout, or liveness failed: stop it and count a
     /// failure.
     Unhealthy(String),
 }
 
-impl UnitTask {
-    pub async fn run(mut self) {
+/// How a stop went.
+struct Stopped {
+    term: Option<Termination>,
+    killed: Option<KillReason>,
+    /// What the user should read: why SIGKILL was needed, or that even it
+    /// did not help.
+    reason: Option<String>,
+}
+
+/// flowinit's own retry delay when it is short of file descriptors,
+/// memory or processes: first and longest.
+const SHORTAGE_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// At most one log line per this interval about probe attempts skipped
+/// for flowinit's own shortage.
+const SHORTAGE_NOTE_EVERY: Duration = Duration::from_secs(30);
+
+fn shown(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
+}
+
+impl<C: Child> Actor<C> {
+    async fn run(mut self) {
         let mut status = UnitStatus::new(State::Inactive, None);
         let mut limit = StartLimit::new(self.service.start_limit_burst, self.service.start_limit_interval);
         while let Some(cmd) = self.cmds.recv().await {
@@ -128,7 +174,7 @@ impl UnitTask {
     }
 
     fn name(&self) -> &str {
-        &self.log.name
+        &self.name
     }
 
     async fn report(&self, status: &mut UnitStatus, state: State, pid: Option<Pid>, reason: Option<String>) {
@@ -141,6 +187,7 @@ impl UnitTask {
     async fn run_until_settled(&mut self, status: &mut UnitStatus, limit: &mut StartLimit) {
         let svc = self.service.clone();
         let mut failures: u32 = 0;
+        let mut shortage_delay: Option<Duration> = None;
         let notify = match svc.kind {
             ServiceKind::Notify => match NotifySocket::bind(self.name()) {
                 Ok(s) => Some(s),
@@ -154,7 +201,7 @@ impl UnitTask {
             _ => None,
         };
         loop {
-            if !limit.try_start(Instant::now()) {
+            if !limit.try_start(Instant::now().into_std()) {
                 let why = format!(
                     "{}start limit reached ({} starts within {})",
                     status.last_exit.map(|t| format!("{t}; ")).unwrap_or_default(),
@@ -165,26 +212,44 @@ impl UnitTask {
                 self.report(status, State::Failed, None, Some(why)).await;
                 return;
             }
-            if let Some(m) = &self.log.ready_match {
+            if let Some(m) = &self.ready_match {
                 m.arm();
             }
-            let child = match self.spawn(notify.as_ref()) {
+            let run = RunTag::next(self.name());
+            let extra_env = notify.iter().map(|n| ("NOTIFY_SOCKET".into(), n.env_value.clone().into())).collect();
+            let spawned = match self.child.spawn(&run, extra_env) {
                 Ok(c) => c,
                 Err(e) => {
+                    if let Some(shortage) = e.resource_shortage() {
+                        // Not the unit's failure: the start is taken back and
+                        // neither the restart count nor its backoff moves.
+                        limit.take_back();
+                        let (first, max) = SHORTAGE_RETRY;
+                        let delay = shortage_delay.map_or(first, |d| (d * 2).min(max));
+                        shortage_delay = Some(delay);
+                        let why = format!(
+                            "flowinit itself is {shortage} while starting unit {}; retrying in {}",
+                            self.name(),
+                            shown(delay)
+                        );
+                        tracing::error!("{why} ({e})");
+                        self.report(status, State::Starting, None, Some(why)).await;
+                        if !self.wait_or_stop(status, Instant::now() + delay).await {
+                            return;
+                        }
+                        continue;
+                    }
                     let why = format!("failed to start {}: {e}", svc.program.display());
                     tracing::error!("unit {}: {why}", self.name());
-                    if svc.restart == crate::config::unit::RestartPolicy::No {
-                        self.report(status, State::Failed, None, Some(why)).await;
-                        return;
-                    }
-                    failures += 1;
-                    if !self.backoff(status, failures, why).await {
+                    if !self.after(status, &mut failures, RunEnd::SpawnFailed, None, why).await {
                         return;
                     }
                     continue;
                 }
             };
-            let pid = child.pid;
+            shortage_delay = None;
+            let pid = spawned.pid;
+            let pgid = Pgid::of_leader(pid);
             tracing::info!("unit {} started (pid {pid})", self.name());
             let up_state = match svc.kind {
                 ServiceKind::Simple if svc.readiness.is_none() => State::Running,
@@ -196,62 +261,71 @@ impl UnitTask {
             status.started_at = Some(SystemTime::now());
             self.report(status, up_state, Some(pid), None).await;
             let up_since = Instant::now();
-            let mut exit = child.exit;
-            let term = match self.supervise(status, pid, &mut exit, notify.as_ref()).await {
-                Outcome::Exited(t) => t,
-                Outcome::StopRequested(deadline) => {
-                    self.stop(status, pid, exit, deadline).await;
-                    return;
+            let mut exit = spawned.exit;
+            let (end, why) = match self.supervise(status, pid, &mut exit, notify.as_ref()).await {
+                Outcome::Exited(term) => {
+                    status.last_exit = Some(term);
+                    self.clean_up(pgid, Some(pgid), run);
+                    (RunEnd::Exited(term), term.to_string())
                 }
-                Outcome::ManagerGone => {
-                    self.stop(status, pid, exit, Instant::now() + svc.stop_timeout).await;
+                Outcome::StopRequested(deadline) => {
+                    self.stop(status, pid, exit, deadline, run).await;
                     return;
                 }
                 Outcome::Unhealthy(why) => {
                     tracing::error!("unit {}: {why}; stopping it", self.name());
                     self.report(status, State::Stopping, Some(pid), Some(why.clone())).await;
-                    let far = Instant::now() + Duration::from_secs(86400);
-                    let (term, _) = self.terminate(pid, exit, far).await;
-                    status.last_exit = term;
-                    if up_since.elapsed() >= svc.restart_delay_max {
-                        failures = 0;
-                    }
-                    failures += 1;
-                    if svc.restart == crate::config::unit::RestartPolicy::No {
-                        tracing::error!("unit {} failed for good (restart = \"no\")", self.name());
-                        self.report(status, State::Failed, None, Some(why)).await;
-                        return;
-                    }
-                    if !self.backoff(status, failures, why).await {
-                        return;
-                    }
-                    continue;
+                    let stopped = self.terminate(pid, exit, None).await;
+                    status.last_exit = stopped.term;
+                    status.killed = stopped.killed;
+                    self.clean_up(pgid, None, run);
+                    (RunEnd::Unhealthy, why)
                 }
             };
-            status.last_exit = Some(term);
-            self.clean_group(Pgid::of_leader(pid));
-            if up_since.elapsed() >= svc.restart_delay_max {
-                failures = 0;
+            if !self.after(status, &mut failures, end, Some(up_since), why).await {
+                return;
             }
-            match after_exit(svc.kind, svc.restart, term) {
-                AfterExit::Done => {
-                    tracing::info!("unit {} {term}", self.name());
-                    self.report(status, State::Exited, None, Some(term.to_string())).await;
-                    return;
-                }
-                AfterExit::Fail => {
-                    tracing::error!("unit {} {term}; failed for good (restart = \"no\")", self.name());
-                    self.report(status, State::Failed, None, Some(term.to_string())).await;
-                    return;
-                }
-                AfterExit::Restart => {
-                    if !term.success() {
-                        failures += 1;
+        }
+    }
+
+    /// The after-failure rule, in one place: a run that stayed up for
+    /// restart_delay_max starts the failure count afresh; then the run is
+    /// done, failed for good, or backed off from. True when the unit should
+    /// start again.
+    async fn after(
+        &mut self,
+        status: &mut UnitStatus,
+        failures: &mut u32,
+        end: RunEnd,
+        up_since: Option<Instant>,
+        why: String,
+    ) -> bool {
+        let svc = self.service.clone();
+        if up_since.is_some_and(|t| t.elapsed() >= svc.restart_delay_max) {
+            *failures = 0;
+        }
+        match after_run(svc.kind, svc.restart, end) {
+            AfterExit::Done => {
+                tracing::info!("unit {} {why}", self.name());
+                self.report(status, State::Exited, None, Some(why)).await;
+                false
+            }
+            AfterExit::Fail => {
+                match end {
+                    RunEnd::Exited(_) => {
+                        tracing::error!("unit {} {why}; failed for good (restart = \"no\")", self.name())
                     }
-                    if !self.backoff(status, failures, term.to_string()).await {
-                        return;
-                    }
+                    // Already logged when it happened.
+                    _ => tracing::error!("unit {} failed for good (restart = \"no\")", self.name()),
                 }
+                self.report(status, State::Failed, None, Some(why)).await;
+                false
+            }
+            AfterExit::Restart { failed } => {
+                if failed {
+                    *failures += 1;
+                }
+                self.backoff(status, *failures, why).await
             }
         }
     }
@@ -261,14 +335,20 @@ impl UnitTask {
     async fn backoff(&mut self, status: &mut UnitStatus, failures: u32, why: String) -> bool {
         let svc = &self.service;
         let delay = restart_delay(svc.restart_delay, svc.restart_delay_max, failures.max(1));
-        let shown = humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
+        let shown = shown(delay);
         tracing::warn!("unit {} {why}, restarting in {shown}", self.name());
         status.restarts += 1;
         self.report(status, State::Starting, None, Some(format!("{why}, restarting in {shown}"))).await;
-        let until = Instant::now() + delay;
+        self.wait_or_stop(status, Instant::now() + delay).await
+    }
+
+    /// Sleeps until `until` with no process running. False when a stop
+    /// came meanwhile (the unit is then reported stopped) or the manager
+    /// went away.
+    async fn wait_or_stop(&mut self, status: &mut UnitStatus, until: Instant) -> bool {
         loop {
             tokio::select! {
-                _ = sleep_until(until.into()) => return true,
+                _ = sleep_until(until) => return true,
                 cmd = self.cmds.recv() => match cmd {
                     Some(UnitCmd::Stop { .. }) | None => {
                         self.report(status, State::Stopped, None, None).await;
@@ -280,6 +360,15 @@ impl UnitTask {
         }
     }
 
+    /// Logs, at most every [`SHORTAGE_NOTE_EVERY`], a probe attempt skipped
+    /// because flowinit itself was short of something.
+    fn note_skipped_attempt(&self, last: &mut Option<Instant>, which: &str, e: &crate::probe::ProbeError) {
+        if last.is_none_or(|t| t.elapsed() >= SHORTAGE_NOTE_EVERY) {
+            tracing::warn!("unit {}: {which} probe attempt skipped, not counted: {e}", self.name());
+            *last = Some(Instant::now());
+        }
+    }
+
     /// Watches the running process until it exits, a stop is requested,
     /// or it proves unhealthy: runs the readiness probe (or waits for
     /// READY=1) until ready, then the liveness probe.
@@ -287,22 +376,20 @@ impl UnitTask {
         &mut self,
         status: &mut UnitStatus,
         pid: Pid,
-        exit: &mut tokio::sync::oneshot::Receiver<Termination>,
+        exit: &mut oneshot::Receiver<Termination>,
         notify: Option<&NotifySocket>,
     ) -> Outcome {
         let svc = self.service.clone();
-        let exec = probe::ExecContext { reaper: self.reaper.clone(), service: svc.clone() };
+        let child = self.child.clone();
         let mut ready = !svc.waits_for_ready();
         let start_timeout = svc.readiness.as_ref().map_or(svc.notify_timeout, |r| r.start_timeout);
         let start_deadline = Instant::now() + start_timeout;
-        let mut readiness = svc
-            .readiness
-            .as_ref()
-            .map(|r| probe::start(r.kind.clone(), r.interval, r.timeout, exec.clone(), self.log.ready_match.clone()));
-        let start_liveness =
-            || svc.liveness.as_ref().map(|l| probe::start(l.kind.clone(), l.interval, l.timeout, exec.clone(), None));
+        let mut readiness =
+            svc.readiness.as_ref().map(|r| child.start_probe(&r.kind, r.interval, r.timeout, self.ready_match.clone()));
+        let start_liveness = || svc.liveness.as_ref().map(|l| child.start_probe(&l.kind, l.interval, l.timeout, None));
         let mut liveness = if ready { start_liveness() } else { None };
         let mut live_failures = 0u32;
+        let mut shortage_noted = None;
         let pgrp = pid.raw();
         loop {
             tokio::select! {
@@ -312,13 +399,13 @@ impl UnitTask {
                 // to restart from.
                 biased;
                 cmd = self.cmds.recv() => match cmd {
-                    Some(UnitCmd::Stop { deadline }) => return Outcome::StopRequested(deadline),
-                    None => return Outcome::ManagerGone,
+                    Some(UnitCmd::Stop { deadline }) => return Outcome::StopRequested(Some(Instant::from_std(deadline))),
+                    None => return Outcome::StopRequested(None),
                     Some(_) => {}
                 },
                 term = &mut *exit => return match term {
                     Ok(t) => Outcome::Exited(t),
-                    Err(_) => Outcome::ManagerGone,
+                    Err(_) => Outcome::StopRequested(None),
                 },
                 Some(result) = next_result(&mut readiness) => match result {
                     Ok(()) => {
@@ -330,7 +417,9 @@ impl UnitTask {
                         self.report(status, State::Ready, Some(pid), None).await;
                         liveness = start_liveness();
                     }
+                    Err(e) if e.is_resource() => self.note_skipped_attempt(&mut shortage_noted, "readiness", &e),
                     Err(e) => {
+                        let e = e.to_string();
                         if status.probe_error.as_deref() != Some(e.as_str()) {
                             tracing::debug!("unit {}: readiness probe: {e}", self.name());
                             status.probe_error = Some(e.clone());
@@ -338,7 +427,7 @@ impl UnitTask {
                         }
                     }
                 },
-                _ = sleep_until(start_deadline.into()), if !ready => {
+                _ = sleep_until(start_deadline), if !ready => {
                     let last = status.probe_error.as_deref().map(|e| format!(" (last probe: {e})")).unwrap_or_default();
                     let what = if svc.kind == ServiceKind::Notify { "no READY=1" } else { "not ready" };
                     return Outcome::Unhealthy(format!("{what} within start_timeout {}{last}", humantime::format_duration(start_timeout)));
@@ -349,11 +438,12 @@ impl UnitTask {
                         status.probe_error = None;
                         status.probe_ok_at = Some(SystemTime::now());
                     }
+                    Err(e) if e.is_resource() => self.note_skipped_attempt(&mut shortage_noted, "liveness", &e),
                     Err(e) => {
                         live_failures += 1;
                         let limit = svc.liveness.as_ref().map_or(1, |l| l.failures);
                         tracing::warn!("unit {}: liveness probe failed ({live_failures}/{limit}): {e}", self.name());
-                        status.probe_error = Some(e.clone());
+                        status.probe_error = Some(e.to_string());
                         if live_failures >= limit {
                             return Outcome::Unhealthy(format!("liveness probe failed {limit} times in a row: {e}"));
                         }
@@ -390,53 +480,37 @@ impl UnitTask {
         }
     }
 
-    fn spawn(&self, notify: Option<&NotifySocket>) -> std::io::Result<Spawned> {
-        let svc = &self.service;
-        let mut env = svc.env.to_vec();
-        if let Some(n) = notify {
-            env.push(("NOTIFY_SOCKET".into(), n.env_value.clone().into()));
-        }
-        if let Some(dir) = &svc.working_dir {
-            if !dir.is_dir() {
-                return Err(std::io::Error::other(format!("working_dir {} is not a directory", dir.display())));
-            }
-        }
-        let (out_r, out_w) = std::io::pipe()?;
-        let (err_r, err_w) = std::io::pipe()?;
-        for p in [&out_r, &err_r] {
-            // Best effort: the default 64 KiB works too, just with more wake-ups.
-            let _ = nix::fcntl::fcntl(p, nix::fcntl::FcntlArg::F_SETPIPE_SZ(crate::logs::forward::PIPE_BYTES));
-        }
-        let spec = SpawnSpec {
-            program: svc.program.clone(),
-            argv: svc.argv.iter().map(OsString::from).collect(),
-            env: Some(env),
-            working_dir: svc.working_dir.clone(),
-            credentials: svc.credentials.as_ref().map(|c| (c.uid, c.gid, c.groups.clone())),
-            isolation: Isolation::Session,
-            stdio: Stdio3::Piped { stdout: out_w.into(), stderr: err_w.into() },
-        };
-        let child = self.reaper.spawn(spec)?;
-        tokio::spawn(forward(out_r.into(), Stream::Stdout, self.log.clone(), self.sink.clone()));
-        tokio::spawn(forward(err_r.into(), Stream::Stderr, self.log.clone(), self.sink.clone()));
-        Ok(child)
-    }
-
-    /// The main process exited on its own; whatever it left in its group
-    /// gets the stop signal now and SIGKILL after stop_timeout, in the
-    /// background, so the restart is not delayed.
-    fn clean_group(&self, pgid: Pgid) {
-        if !pgid.alive() {
-            return;
-        }
-        let name: Arc<str> = self.log.name.clone();
+    /// A run ended: whatever it left behind goes too, in the background so
+    /// a restart is not delayed. The group (`leftovers`, when the main
+    /// process exited on its own) and the run's processes that escaped it
+    /// get stop_signal, and SIGKILL after stop_timeout.
+    fn clean_up(&self, pgid: Pgid, leftovers: Option<Pgid>, run: RunTag) {
+        let (child, name) = (self.child.clone(), self.name.clone());
         let (sig, timeout) = (self.service.stop_signal, self.service.stop_timeout);
         tokio::spawn(async move {
-            tracing::debug!("unit {name}: signalling leftovers of process group {pgid}");
-            let _ = pgid.signal(sig);
-            if !wait_group_gone(pgid, Instant::now() + timeout).await {
-                tracing::warn!("unit {name}: leftovers of process group {pgid} ignored {sig}; sending SIGKILL");
-                let _ = pgid.signal(Signal::KILL);
+            let group = leftovers.filter(|g| child.group_alive(*g));
+            if let Some(g) = group {
+                tracing::debug!("unit {name}: signalling leftovers of process group {g}");
+                let _ = child.signal_group(g, sig);
+            }
+            let escaped = child.signal_escaped(&run, pgid, Some(sig));
+            if escaped > 0 {
+                tracing::warn!(
+                    "unit {name}: {escaped} process(es) of run {} left its process group; sent {sig}",
+                    run.0
+                );
+            }
+            if group.is_none() && escaped == 0 {
+                return;
+            }
+            let gone = || !group.is_some_and(|g| child.group_alive(g)) && child.signal_escaped(&run, pgid, None) == 0;
+            if !wait_until(Instant::now() + timeout, gone).await {
+                tracing::warn!("unit {name}: leftovers of run {} ignored {sig}; sending SIGKILL", run.0);
+                // Checked again: an empty group's number is free for reuse.
+                if let Some(g) = group.filter(|g| child.group_alive(*g)) {
+                    let _ = child.signal_group(g, Signal::KILL);
+                }
+                child.signal_escaped(&run, pgid, Some(Signal::KILL));
             }
         });
     }
@@ -446,87 +520,95 @@ impl UnitTask {
         &mut self,
         status: &mut UnitStatus,
         pid: Pid,
-        exit: tokio::sync::oneshot::Receiver<Termination>,
-        deadline: Instant,
+        exit: oneshot::Receiver<Termination>,
+        deadline: Option<Instant>,
+        run: RunTag,
     ) {
         let sig = self.service.stop_signal;
         tracing::info!("unit {}: stopping (sending {sig} to process group {pid})", self.name());
         self.report(status, State::Stopping, Some(pid), None).await;
-        let (term, reason) = self.terminate(pid, exit, deadline).await;
-        status.killed_at_deadline = reason.as_deref().is_some_and(|r| r.contains(BUDGET_RAN_OUT));
-        if term.is_some() {
-            status.last_exit = term;
+        let stopped = self.terminate(pid, exit, deadline).await;
+        status.killed = stopped.killed;
+        if stopped.term.is_some() {
+            status.last_exit = stopped.term;
         }
+        self.clean_up(Pgid::of_leader(pid), None, run);
         tracing::info!("unit {} stopped", self.name());
-        self.report(status, State::Stopped, None, reason).await;
+        self.report(status, State::Stopped, None, stopped.reason).await;
     }
 
     /// stop_signal to the group, SIGKILL at stop_timeout or `deadline`,
-    /// whichever comes first; also SIGKILL when the main process exited but
-    /// others of its group linger. Returns the main process's termination
-    /// and, when SIGKILL was needed, why.
+    /// whichever comes first (or earlier when hurried); also SIGKILL when
+    /// the main process exited but others of its group linger.
     async fn terminate(
         &mut self,
         pid: Pid,
-        mut exit: tokio::sync::oneshot::Receiver<Termination>,
-        deadline: Instant,
-    ) -> (Option<Termination>, Option<String>) {
+        mut exit: oneshot::Receiver<Termination>,
+        deadline: Option<Instant>,
+    ) -> Stopped {
         let svc = self.service.clone();
+        let child = self.child.clone();
         let pgid = Pgid::of_leader(pid);
-        if let Err(e) = pgid.signal(svc.stop_signal) {
+        if let Err(e) = child.signal_group(pgid, svc.stop_signal) {
             tracing::warn!("unit {}: cannot signal process group {pgid}: {e}", self.name());
         }
         let own_limit = Instant::now() + svc.stop_timeout;
-        let mut kill_at = own_limit.min(deadline);
+        let mut kill_at = deadline.map_or(own_limit, |d| d.min(own_limit));
         let mut hurried = false;
         let mut term = None;
         let mut timed_out = false;
         while term.is_none() {
             tokio::select! {
                 t = &mut exit => { term = Some(t.ok()); }
-                _ = sleep_until(kill_at.into()) => { timed_out = true; break; }
+                _ = sleep_until(kill_at) => { timed_out = true; break; }
                 cmd = self.cmds.recv() => match cmd {
-                    Some(UnitCmd::Hurry { deadline }) if deadline < kill_at => {
-                        kill_at = deadline;
+                    Some(UnitCmd::Hurry { deadline }) if Instant::from_std(deadline) < kill_at => {
+                        kill_at = Instant::from_std(deadline);
                         hurried = true;
                     }
-                    Some(UnitCmd::Stop { deadline }) => kill_at = kill_at.min(deadline),
+                    Some(UnitCmd::Stop { deadline }) => kill_at = kill_at.min(Instant::from_std(deadline)),
                     _ => {}
                 },
             }
         }
-        if !timed_out && !wait_group_gone(pgid, kill_at).await {
+        if !timed_out && !wait_until(kill_at, || !child.group_alive(pgid)).await {
             timed_out = true;
         }
-        let mut reason = None;
+        let mut stopped = Stopped { term: term.flatten(), killed: None, reason: None };
         if timed_out {
-            let why = if hurried {
-                "the stop was hurried (a second stop signal)".to_string()
+            let killed = if hurried {
+                KillReason::Hurried
             } else if kill_at < own_limit {
-                BUDGET_RAN_OUT.to_string()
+                KillReason::Budget
             } else {
-                format!("stop_timeout {} passed", humantime::format_duration(svc.stop_timeout))
+                KillReason::StopTimeout
+            };
+            let why = match killed {
+                KillReason::Hurried => "the stop was hurried (a second stop signal)".to_string(),
+                KillReason::Budget => "the shutdown budget ran out".to_string(),
+                KillReason::StopTimeout => {
+                    format!("stop_timeout {} passed", humantime::format_duration(svc.stop_timeout))
+                }
             };
             tracing::warn!("unit {}: sending SIGKILL to process group {pgid}: {why}", self.name());
-            let _ = pgid.signal(Signal::KILL);
-            reason = Some(format!("killed with SIGKILL: {why}"));
-            if term.is_none() {
+            let _ = child.signal_group(pgid, Signal::KILL);
+            stopped.killed = Some(killed);
+            stopped.reason = Some(format!("killed with SIGKILL: {why}"));
+            if stopped.term.is_none() {
                 match tokio::time::timeout(Duration::from_secs(5), exit).await {
-                    Ok(t) => term = Some(t.ok()),
+                    Ok(t) => stopped.term = t.ok(),
                     Err(_) => {
                         tracing::error!("unit {}: pid {pid} did not die after SIGKILL", self.name());
-                        reason = Some(format!("pid {pid} did not die after SIGKILL"));
+                        stopped.reason = Some(format!("pid {pid} did not die after SIGKILL"));
                     }
                 }
             }
         }
-        (term.flatten(), reason)
+        stopped
     }
 }
 
-const BUDGET_RAN_OUT: &str = "the shutdown budget ran out";
-
-async fn next_result(task: &mut Option<probe::ProbeTask>) -> Option<Result<(), String>> {
+async fn next_result(task: &mut Option<ProbeTask>) -> Option<ProbeResult> {
     match task {
         Some(t) => t.results.recv().await,
         None => std::future::pending().await,
@@ -537,22 +619,5 @@ async fn recv_notify(socket: Option<&NotifySocket>) -> std::io::Result<notify::N
     match socket {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Waits until no member of the group is left, or `until`. Polls with a
-/// short, growing interval: only ever runs while a unit is stopping.
-async fn wait_group_gone(pgid: Pgid, until: Instant) -> bool {
-    let mut pause = Duration::from_millis(2);
-    loop {
-        if !pgid.alive() {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= until {
-            return false;
-        }
-        tokio::time::sleep(pause.min(until - now)).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }

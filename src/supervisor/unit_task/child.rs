@@ -1,0 +1,142 @@
+//! The unit actor's one seam to the OS: starting the unit's process,
+//! signalling its group, asking whether the group is still there, sweeping
+//! what a run left outside its group, and starting probes. [`RealChild`]
+//! does it through `process` and `probe`; the tests use a fake that records
+//! every call and decides when a child exits.
+
+use crate::config::unit::{ProbeKind, Service};
+use crate::logs::forward::{forward, UnitLog};
+use crate::logs::watch::LineWatch;
+use crate::logs::{LogSink, Stream};
+use crate::probe::{self, ProbeTask};
+use crate::process::reaper::Spawned;
+use crate::process::tree::{signal_tagged, RUN_TAG_VAR};
+use crate::process::{Isolation, Pgid, Reaper, Signal, SpawnError, SpawnSpec, SpawnStep, Stdio3};
+use nix::errno::Errno;
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Names the unit in its processes' environment, for people and scripts.
+pub const UNIT_VAR: &str = "FLOWINIT_UNIT";
+
+/// One run of a unit (one spawn of its main process): the value of
+/// `FLOWINIT_RUN` in that run's environment, `<unit>/<n>`, unique within
+/// this flowinit (across reloads too), so sweeping the last run never
+/// touches the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunTag(pub String);
+
+impl RunTag {
+    pub fn next(unit: &str) -> RunTag {
+        static RUNS: AtomicU64 = AtomicU64::new(1);
+        RunTag(format!("{unit}/{}", RUNS.fetch_add(1, Ordering::Relaxed)))
+    }
+}
+
+pub trait Child: Send + Sync + 'static {
+    /// Starts the unit's main process in a session of its own, tagged with
+    /// `run`, with `extra_env` added (NOTIFY_SOCKET).
+    fn spawn(&self, run: &RunTag, extra_env: Vec<(OsString, OsString)>) -> Result<Spawned, SpawnError>;
+    /// `Ok(false)` when no member of the group is left.
+    fn signal_group(&self, pgid: Pgid, sig: Signal) -> Result<bool, Errno>;
+    fn group_alive(&self, pgid: Pgid) -> bool;
+    /// Signals (with `None`: counts) the processes of `run` that are not in
+    /// the group `besides`: those that escaped it. Returns how many.
+    fn signal_escaped(&self, run: &RunTag, besides: Pgid, sig: Option<Signal>) -> usize;
+    fn start_probe(
+        &self,
+        kind: &ProbeKind,
+        interval: Duration,
+        timeout: Duration,
+        log: Option<Arc<LineWatch>>,
+    ) -> ProbeTask;
+}
+
+/// The real thing: the reaper, process groups, /proc and the log pipeline.
+pub struct RealChild {
+    pub service: Arc<Service>,
+    pub log: UnitLog,
+    pub sink: LogSink,
+    pub reaper: Reaper,
+}
+
+impl Child for RealChild {
+    fn spawn(&self, run: &RunTag, extra_env: Vec<(OsString, OsString)>) -> Result<Spawned, SpawnError> {
+        let svc = &self.service;
+        let mut env = svc.env.to_vec();
+        env.retain(|(k, _)| k != UNIT_VAR && k != RUN_TAG_VAR);
+        env.push((UNIT_VAR.into(), OsString::from(&*self.log.name)));
+        env.push((RUN_TAG_VAR.into(), OsString::from(&run.0)));
+        env.extend(extra_env);
+        if let Some(dir) = &svc.working_dir {
+            if !dir.is_dir() {
+                let source = std::io::Error::from_raw_os_error(libc::ENOTDIR);
+                return Err(SpawnError::new(SpawnStep::WorkingDir(dir.clone()), source));
+            }
+        }
+        let pipe = |e| SpawnError::new(SpawnStep::Pipe, e);
+        let (out_r, out_w) = std::io::pipe().map_err(pipe)?;
+        let (err_r, err_w) = std::io::pipe().map_err(pipe)?;
+        for p in [&out_r, &err_r] {
+            // Best effort: the default 64 KiB works too, just with more wake-ups.
+            let _ = nix::fcntl::fcntl(p, nix::fcntl::FcntlArg::F_SETPIPE_SZ(crate::logs::forward::PIPE_BYTES));
+        }
+        let spec = SpawnSpec {
+            program: svc.program.clone(),
+            argv: svc.argv.iter().map(OsString::from).collect(),
+            env: Some(env),
+            working_dir: svc.working_dir.clone(),
+            credentials: svc.credentials.as_ref().map(|c| (c.uid, c.gid, c.groups.clone())),
+            isolation: Isolation::Session,
+            stdio: Stdio3::Piped { stdout: out_w.into(), stderr: err_w.into() },
+        };
+        let child = self.reaper.spawn(spec)?;
+        tokio::spawn(forward(out_r.into(), Stream::Stdout, self.log.clone(), self.sink.clone()));
+        tokio::spawn(forward(err_r.into(), Stream::Stderr, self.log.clone(), self.sink.clone()));
+        Ok(child)
+    }
+
+    fn signal_group(&self, pgid: Pgid, sig: Signal) -> Result<bool, Errno> {
+        pgid.signal(sig)
+    }
+
+    fn group_alive(&self, pgid: Pgid) -> bool {
+        pgid.alive()
+    }
+
+    fn signal_escaped(&self, run: &RunTag, besides: Pgid, sig: Option<Signal>) -> usize {
+        signal_tagged(&run.0, Some(besides), sig)
+    }
+
+    fn start_probe(
+        &self,
+        kind: &ProbeKind,
+        interval: Duration,
+        timeout: Duration,
+        log: Option<Arc<LineWatch>>,
+    ) -> ProbeTask {
+        let exec = probe::ExecContext { reaper: self.reaper.clone(), service: self.service.clone() };
+        probe::start(kind.clone(), interval, timeout, exec, log)
+    }
+}
+
+/// Waits until `done()` holds, or `until`; true when it held. Polls with a
+/// short, growing interval: only ever runs while a unit is stopping or its
+/// leftovers are being cleaned up.
+pub async fn wait_until(until: Instant, mut done: impl FnMut() -> bool) -> bool {
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if done() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return false;
+        }
+        tokio::time::sleep(pause.min(until - now)).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
