@@ -9,11 +9,12 @@
 
 use crate::config::Unit;
 use crate::logs::RingLog;
-pub use crate::supervisor::state::State;
-pub use crate::supervisor::unit_task::UnitStatus;
+use crate::process::{Pid, Termination};
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::SystemTime;
 use tokio::sync::{mpsc, oneshot};
 
 /// What the control socket may ask for. Each is answered once done.
@@ -131,4 +132,112 @@ pub struct RouterStats {
     pub in_flight: AtomicU64,
     pub upstream_errors: AtomicU64,
     pub not_ready: AtomicU64,
+}
+
+/// The exact state names of the contract (SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    Inactive,
+    Starting,
+    Ready,
+    Running,
+    Stopping,
+    Exited,
+    Failed,
+    Stopped,
+    Disabled,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Inactive => "inactive",
+            State::Starting => "starting",
+            State::Ready => "ready",
+            State::Running => "running",
+            State::Stopping => "stopping",
+            State::Exited => "exited",
+            State::Failed => "failed",
+            State::Stopped => "stopped",
+            State::Disabled => "disabled",
+        }
+    }
+
+    /// Ready or running: dependents may start.
+    pub fn is_up(self) -> bool {
+        matches!(self, State::Ready | State::Running)
+    }
+
+    /// No process and none coming by itself.
+    pub fn is_settled(self) -> bool {
+        matches!(self, State::Exited | State::Failed | State::Stopped | State::Disabled)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a stop ended in SIGKILL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    /// The unit's own stop_timeout passed.
+    StopTimeout,
+    /// The caller's deadline (the shutdown budget) came first.
+    Budget,
+    /// The stop was hurried (a second stop signal to flowinit).
+    Hurried,
+}
+
+/// A unit's status as its task reports it and `status` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitStatus {
+    pub state: State,
+    pub pid: Option<Pid>,
+    pub restarts: u32,
+    pub since: SystemTime,
+    pub reason: Option<String>,
+    pub last_exit: Option<Termination>,
+    /// Why the last stop ended in SIGKILL, if it did.
+    pub killed: Option<KillReason>,
+    /// The last failed probe attempt (readiness or liveness), cleared on success.
+    pub probe_error: Option<String>,
+    pub probe_ok_at: Option<SystemTime>,
+    /// `STATUS=` from a notify unit.
+    pub status_text: Option<String>,
+    /// `MAINPID=` from a notify unit.
+    pub main_pid: Option<Pid>,
+    /// When the current process was started (for uptime).
+    pub started_at: Option<SystemTime>,
+}
+
+impl UnitStatus {
+    pub fn new(state: State, reason: Option<String>) -> UnitStatus {
+        UnitStatus {
+            state,
+            pid: None,
+            restarts: 0,
+            since: SystemTime::now(),
+            reason,
+            last_exit: None,
+            killed: None,
+            probe_error: None,
+            probe_ok_at: None,
+            status_text: None,
+            main_pid: None,
+            started_at: None,
+        }
+    }
+
+    /// Moves to `state`; `since` changes only when the state does.
+    pub fn enter(&mut self, state: State, pid: Option<Pid>, reason: Option<String>) {
+        if self.state != state {
+            self.since = SystemTime::now();
+        }
+        self.state = state;
+        self.pid = pid;
+        self.reason = reason;
+    }
 }

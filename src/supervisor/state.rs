@@ -1,56 +1,10 @@
-//! Pure unit states and decisions: what the user sees, what happens after
-//! a run of a unit ends, and why a stop needed SIGKILL. No I/O;
-//! table-tested.
+//! Pure unit decisions: what happens after a run of a unit ends. The
+//! states themselves (what the user sees) and kill reasons are the api's
+//! vocabulary, re-exported here. No I/O; table-tested.
 
+pub use crate::api::{KillReason, State};
 use crate::config::unit::{RestartPolicy, ServiceKind};
 use crate::process::Termination;
-use std::fmt;
-
-/// The exact state names of the contract (SPEC §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
-    Inactive,
-    Starting,
-    Ready,
-    Running,
-    Stopping,
-    Exited,
-    Failed,
-    Stopped,
-    Disabled,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Inactive => "inactive",
-            State::Starting => "starting",
-            State::Ready => "ready",
-            State::Running => "running",
-            State::Stopping => "stopping",
-            State::Exited => "exited",
-            State::Failed => "failed",
-            State::Stopped => "stopped",
-            State::Disabled => "disabled",
-        }
-    }
-
-    /// Ready or running: dependents may start.
-    pub fn is_up(self) -> bool {
-        matches!(self, State::Ready | State::Running)
-    }
-
-    /// No process and none coming by itself.
-    pub fn is_settled(self) -> bool {
-        matches!(self, State::Exited | State::Failed | State::Stopped | State::Disabled)
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// How a run of a unit ended without anyone asking it to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,17 +42,6 @@ pub fn after_run(kind: ServiceKind, policy: RestartPolicy, end: RunEnd) -> After
         (false, RestartPolicy::No) => AfterExit::Fail,
         (false, RestartPolicy::OnFailure | RestartPolicy::Always) => AfterExit::Restart { failed: true },
     }
-}
-
-/// Why a stop ended in SIGKILL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KillReason {
-    /// The unit's own stop_timeout passed.
-    StopTimeout,
-    /// The caller's deadline (the shutdown budget) came first.
-    Budget,
-    /// The stop was hurried (a second stop signal to flowinit).
-    Hurried,
 }
 
 #[cfg(test)]

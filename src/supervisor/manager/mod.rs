@@ -317,7 +317,7 @@ impl Manager {
         }
         self.next_task += 1;
         let id = self.next_task;
-        let (file, log_guard) = crate::logs::file::open(&unit).unzip();
+        let (file, log_guard) = open_log_file(&unit).unzip();
         let width = crate::logs::events::prefix_width();
         let mut log = UnitLog {
             name: unit.name.as_str().into(),
@@ -413,6 +413,19 @@ impl Manager {
 /// A second descriptor of a listen socket, for a router's own use.
 fn dup(l: &TcpListener) -> Option<TcpListener> {
     l.try_clone().map_err(|e| tracing::error!("cannot duplicate a router's listen socket: {e}")).ok()
+}
+
+fn open_log_file(
+    unit: &Unit,
+) -> Option<(tracing_appender::non_blocking::NonBlocking, tracing_appender::non_blocking::WorkerGuard)> {
+    use crate::config::unit::Rotation;
+    use crate::logs::file::{self, Rotation as R};
+    let rotation = match unit.log.rotate {
+        Rotation::Never => R::NEVER,
+        Rotation::Hourly => R::HOURLY,
+        Rotation::Daily => R::DAILY,
+    };
+    file::open(&unit.name, unit.log.file.as_ref()?, rotation)
 }
 
 fn set_prefix_width(units: &[Unit]) {

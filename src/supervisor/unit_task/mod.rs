@@ -40,55 +40,7 @@ pub enum UnitCmd {
     Reconfigure(Box<super::router_task::RouterChange>),
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct UnitStatus {
-    pub state: State,
-    pub pid: Option<Pid>,
-    pub restarts: u32,
-    pub since: SystemTime,
-    pub reason: Option<String>,
-    pub last_exit: Option<Termination>,
-    /// Why the last stop ended in SIGKILL, if it did.
-    pub killed: Option<KillReason>,
-    /// The last failed probe attempt (readiness or liveness), cleared on success.
-    pub probe_error: Option<String>,
-    pub probe_ok_at: Option<SystemTime>,
-    /// `STATUS=` from a notify unit.
-    pub status_text: Option<String>,
-    /// `MAINPID=` from a notify unit.
-    pub main_pid: Option<Pid>,
-    /// When the current process was started (for uptime).
-    pub started_at: Option<SystemTime>,
-}
-
-impl UnitStatus {
-    pub fn new(state: State, reason: Option<String>) -> UnitStatus {
-        UnitStatus {
-            state,
-            pid: None,
-            restarts: 0,
-            since: SystemTime::now(),
-            reason,
-            last_exit: None,
-            killed: None,
-            probe_error: None,
-            probe_ok_at: None,
-            status_text: None,
-            main_pid: None,
-            started_at: None,
-        }
-    }
-
-    /// Moves to `state`; `since` changes only when the state does.
-    pub fn enter(&mut self, state: State, pid: Option<Pid>, reason: Option<String>) {
-        if self.state != state {
-            self.since = SystemTime::now();
-        }
-        self.state = state;
-        self.pid = pid;
-        self.reason = reason;
-    }
-}
+pub use crate::api::UnitStatus;
 
 pub struct UnitEvent {
     pub id: u64,
