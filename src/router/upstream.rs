@@ -388,7 +388,7 @@ pub async fn exchange(
     let mut out = Outgoing { pending: first(&parts), body, framing, sent: 0 };
     let (slot, kept) = ups.take(addr);
     let mut conn = kept.and_then(|mut c| (!went_stale(&mut c)).then_some(c));
-    let (conn, head, sent) = loop {
+    let (conn, mut head, sent) = loop {
         let reused = conn.is_some();
         let mut c = match conn.take() {
             Some(c) => c,
@@ -408,6 +408,12 @@ pub async fn exchange(
         }
     };
     let remaining = body_length(&parts.method, &head)?;
+    if let Remaining::Chunked(_) = remaining {
+        // Chunked wins over a Content-Length beside it (RFC 9112 §6.3); the
+        // client gets its own framing, never the upstream's length.
+        head.headers.remove(CONTENT_LENGTH);
+        framing::check_chunked_start(&conn.buf)?;
+    }
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
         let mut response = Response::new(UpstreamBody::empty());
         *response.status_mut() = head.status;
