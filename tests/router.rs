@@ -355,6 +355,87 @@ fn moving_listen_down_a_line_is_not_a_change_on_reload() {
 }
 
 #[test]
+fn bad_hosts_are_400_and_connection_cannot_strip_host() {
+    let mut s = stack("hosts", "0", "", "");
+    s.ready();
+    for (raw, why) in [
+        ("GET /echo HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n", "more than one Host header"),
+        ("GET /echo HTTP/1.1\r\nHost: a.example b\r\nConnection: close\r\n\r\n", "invalid Host header"),
+        ("GET /echo HTTP/1.1\r\nHost: a.example/x\r\nConnection: close\r\n\r\n", "invalid Host header"),
+    ] {
+        let r = send(s.port, raw);
+        // The router's own answer: the request never reached the backend.
+        assert_eq!(r.status, 400, "{raw:?}: {}", r.head);
+        assert_eq!(r.json()["error"], why, "{raw:?}");
+        assert_eq!(r.header("connection").as_deref(), Some("close"), "{raw:?}");
+    }
+    let r = send(
+        s.port,
+        "GET /echo HTTP/1.1\r\nHost: h.test:3000\r\nConnection: close, Host, X-Forwarded-Host\r\nX-Drop-Me: 1\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    let h = &r.json()["headers"];
+    assert_eq!(h["host"], "h.test:3000", "Connection named Host: {h}");
+    assert_eq!(h["x-forwarded-host"], "h.test:3000", "{h}");
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn underscored_headers_are_dropped_before_forwarding() {
+    let mut s = stack("underscore", "0", "", "");
+    s.ready();
+    let r = send(
+        s.port,
+        "GET /echo HTTP/1.1\r\nHost: h.test\r\nX_Forwarded_For: 6.6.6.6\r\nX_Custom: 1\r\nX-Kept: yes\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    let h = &r.json()["headers"];
+    assert!(h.get("x_forwarded_for").is_none() && h.get("x_custom").is_none(), "{h}");
+    assert_eq!(h["x-kept"], "yes");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn a_malformed_client_chunk_is_a_400_not_an_upstream_error() {
+    let mut s = stack("badclientchunk", "0", "", "");
+    s.ready();
+    let r = send(
+        s.port,
+        "POST /echo HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.head);
+    assert_eq!(r.json()["error"], "bad request body");
+    let (_, details, _) = s.f.ctl(&["status", "router"]);
+    assert!(details.contains(" 0 upstream errors"), "{details}");
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn a_huge_method_is_refused_and_not_logged_whole() {
+    let mut s = stack("hugemethod", "0", "", "");
+    s.ready();
+    let method = "A".repeat(70_000);
+    let r = send(s.port, &format!("{method} /echo HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n"));
+    assert_eq!(r.status, 501, "{}", r.head);
+    assert_eq!(r.json()["error"], "unknown method");
+    // The longest registered method (17 characters) is still proxied (the
+    // backend answers it with a 501 of its own).
+    let r = send(s.port, "UPDATEREDIRECTREF /echo HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n");
+    assert!(!String::from_utf8_lossy(&r.body).contains("unknown method"), "{}", r.head);
+    let lines = wait_for("both access log lines", T, || {
+        let out = s.f.stdout();
+        let refused = out.lines().find(|l| l.contains(" /echo 501 ") && l.contains("AAAA"))?.to_string();
+        let proxied = out.lines().find(|l| l.contains(" UPDATEREDIRECTREF /echo "))?.to_string();
+        Some((refused, proxied))
+    });
+    assert!(lines.0.len() < 200, "{} bytes: {}", lines.0.len(), &lines.0[..200]);
+    assert!(lines.0.ends_with("-> -"), "{}", lines.0);
+    assert!(lines.1.contains("-> 127.0.0.1:"), "{}", lines.1);
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
 fn request_smuggling_is_refused_or_reframed() {
     let mut s = stack("smuggle", "0", "", "");
     s.ready();

@@ -32,7 +32,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
-use upstream::{Exchanged, UpstreamBody, Upstreams};
+use upstream::{ExchangeError, Exchanged, UpstreamBody, Upstreams};
 
 type Body = Either<UpstreamBody, Full<Bytes>>;
 
@@ -336,7 +336,7 @@ async fn handle(c: Arc<Client>, req: Request<Incoming>) -> Result<Response<Answe
         r.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = InFlight(&r.stats.in_flight);
         let logged = (r.spec.access_log && !r.spec.access_log_skip.iter().any(|p| p == req.uri().path()))
-            .then(|| (Instant::now(), req.method().clone(), req.uri().path().to_string()));
+            .then(|| (Instant::now(), logged_method(req.method()), req.uri().path().to_string()));
         let (mut res, upstream) = route(&c, req).await;
         if r.is_stopping() && res.status() != StatusCode::SWITCHING_PROTOCOLS {
             res.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
@@ -352,12 +352,34 @@ async fn handle(c: Arc<Client>, req: Request<Incoming>) -> Result<Response<Answe
     Ok(res.map(|body| Answer { body, client: c }))
 }
 
+/// A method as the access log shows it: cut at `MAX_METHOD_LEN` (a longer
+/// one was refused).
+fn logged_method(m: &hyper::Method) -> String {
+    let m = m.as_str();
+    match m.get(..routes::MAX_METHOD_LEN) {
+        Some(cut) if cut.len() < m.len() => format!("{cut}..."),
+        _ => m.to_string(),
+    }
+}
+
+/// A refusal of the client's request, after which the connection closes
+/// (what follows on it cannot be trusted to be framed as we think).
+fn refused(status: StatusCode, why: &str) -> Response<Body> {
+    let mut res = json(status, serde_json::json!({"error": why}));
+    res.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
 async fn route(c: &Client, mut req: Request<Incoming>) -> (Response<Body>, Option<&str>) {
     let r = &*c.router;
+    if req.method().as_str().len() > routes::MAX_METHOD_LEN {
+        return (refused(StatusCode::NOT_IMPLEMENTED, "unknown method"), None);
+    }
     if let Err((status, why)) = routes::check_framing(req.headers()) {
-        let mut res = json(status, serde_json::json!({"error": why}));
-        res.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-        return (res, None);
+        return (refused(status, why), None);
+    }
+    if let Err(why) = routes::check_host(req.headers()) {
+        return (refused(StatusCode::BAD_REQUEST, why), None);
     }
     let Some(route) = routes::pick(&r.spec.routes, req.uri().path()) else {
         return (json(StatusCode::NOT_FOUND, serde_json::json!({"error": "no route for this path"})), None);
@@ -384,6 +406,7 @@ async fn route(c: &Client, mut req: Request<Incoming>) -> (Response<Body>, Optio
         }
     }
     let upgrade = routes::wants_upgrade(req.headers());
+    routes::drop_underscored(req.headers_mut());
     routes::strip_hop_by_hop(req.headers_mut(), upgrade);
     routes::set_forwarded(req.headers_mut(), &c.peer_ip, r.spec.trust_forwarded);
     if !req.headers().contains_key(hyper::header::HOST) {
@@ -414,7 +437,7 @@ async fn exchange_within(
     ups: &Arc<Upstreams>,
     route: &Route,
     req: Request<Incoming>,
-) -> Result<Exchanged, String> {
+) -> Result<Exchanged, ExchangeError> {
     let r = &*c.router;
     c.clocks.exchange_started(r.spec.upstream_timeout);
     let mut exchange = std::pin::pin!(upstream::exchange(ups, &route.upstream, req, r.spec.connect_timeout));
@@ -427,8 +450,10 @@ async fn exchange_within(
     })
     .await;
     c.clocks.exchange_done();
-    outcome
-        .unwrap_or_else(|| Err(format!("no response within {}", humantime::format_duration(r.spec.upstream_timeout))))
+    outcome.unwrap_or_else(|| {
+        let why = format!("no response within {}", humantime::format_duration(r.spec.upstream_timeout));
+        Err(ExchangeError::Upstream(why))
+    })
 }
 
 /// An upstream's answer as the client gets it.
@@ -443,7 +468,19 @@ async fn forward(c: &Client, route: &Route, req: Request<Incoming>) -> Response<
         Ok(Exchanged { upgraded: Some(_), .. }) => {
             bad_gateway(&c.router, route, "101 Switching Protocols to a request that asked for no upgrade".into())
         }
-        Err(detail) => bad_gateway(&c.router, route, detail),
+        Err(e) => failed(c, route, e),
+    }
+}
+
+/// The answer to an exchange that failed: a 502 for the upstream's
+/// failure, a 400 for the client's (not counted as an upstream error).
+fn failed(c: &Client, route: &Route, e: ExchangeError) -> Response<Body> {
+    match e {
+        ExchangeError::Upstream(detail) => bad_gateway(&c.router, route, detail),
+        ExchangeError::Client(why) => {
+            tracing::debug!("router: connection from {}: {why}", c.peer);
+            refused(StatusCode::BAD_REQUEST, "bad request body")
+        }
     }
 }
 
@@ -471,6 +508,6 @@ async fn tunnel(c: &Client, route: &Route, mut req: Request<Incoming>) -> Respon
             response.map(Either::Left)
         }
         Ok(Exchanged { response, upgraded: None }) => passed_on(response),
-        Err(detail) => bad_gateway(&c.router, route, detail),
+        Err(e) => failed(c, route, e),
     }
 }
