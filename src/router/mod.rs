@@ -76,6 +76,7 @@ pub fn serve_on_own_thread(
     router: Arc<Router>,
     stop: watch::Receiver<bool>,
     drain: watch::Receiver<tokio::time::Instant>,
+    reconfigure: mpsc::Receiver<NewConfig>,
     beside: Option<Beside>,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
     let (done, finished) = tokio::sync::oneshot::channel();
@@ -91,7 +92,7 @@ pub fn serve_on_own_thread(
             let beside = beside.map(tokio::spawn);
             // Registered with this thread's runtime, where it is polled.
             match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => serve(l, router, stop, drain).await,
+                Ok(l) => serve(l, router, stop, drain, reconfigure).await,
                 Err(e) => tracing::error!("router: cannot use its listen socket: {e}"),
             }
             // Once the router (and with it every sender) is gone, the
@@ -142,6 +143,18 @@ pub struct Router {
 const KEEPALIVE_GRACE: Duration = Duration::from_secs(1);
 
 impl Router {
+    /// The same router under another configuration (a reload): the stats,
+    /// the access log and the stop signal are shared.
+    fn with_spec(&self, spec: Arc<RouterSpec>) -> Router {
+        Router {
+            spec,
+            snapshot: self.snapshot.clone(),
+            stats: self.stats.clone(),
+            access: self.access.clone(),
+            stopping: self.stopping.clone(),
+        }
+    }
+
     pub fn new(
         spec: Arc<RouterSpec>,
         snapshot: watch::Receiver<Snapshot>,
@@ -174,16 +187,47 @@ impl Router {
     }
 }
 
+/// A new configuration for a running router (a reload): its routes,
+/// upstreams and timeouts, and the new listen socket when `listen` changed
+/// (bound by the caller; the router never re-binds an address).
+pub struct NewConfig {
+    pub spec: Arc<RouterSpec>,
+    pub listener: Option<std::net::TcpListener>,
+}
+
+/// The router as configured now: a reload replaces it. Each request takes
+/// the current one when it arrives, so a kept-alive connection (a load
+/// balancer's, which may live for days) follows a reload at its next
+/// request, and a request in flight finishes on the configuration it
+/// started with.
+struct Live(std::sync::Mutex<Arc<Router>>);
+
+impl Live {
+    fn get(&self) -> Arc<Router> {
+        // Nothing panics while holding it; a poisoned lock is still sound.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, router: Arc<Router>) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = router;
+    }
+}
+
 /// Accepts until `stop` turns true, then stops accepting, lets requests in
-/// flight finish within `drain`, and returns.
+/// flight finish within `drain`, and returns. A configuration from
+/// `reconfigure` applies to requests from then on; with a new listen
+/// socket, the router accepts on it, takes what already waits on the old
+/// one, and closes the old one (its connections carry on).
 /// `drain` is the deadline for requests in flight once stopping; it may be
 /// brought forward while draining (a second signal, the shutdown budget).
 async fn serve(
-    listener: tokio::net::TcpListener,
+    mut listener: tokio::net::TcpListener,
     router: Arc<Router>,
     mut stop: watch::Receiver<bool>,
     mut drain: watch::Receiver<tokio::time::Instant>,
+    mut reconfigure: mpsc::Receiver<NewConfig>,
 ) {
+    let live = Arc::new(Live(std::sync::Mutex::new(router)));
     let mut http = hyper::server::conn::http1::Builder::new();
     // header_timeout is kept by each connection's `Clocks` instead.
     http.header_read_timeout(None).max_buf_size(MAX_HEADER_BYTES).keep_alive(true);
@@ -201,65 +245,28 @@ async fn serve(
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                let client = Arc::new(Client {
-                    router: router.clone(),
-                    upstreams: Arc::new(Upstreams::default()),
-                    clocks: Clocks::new(router.spec.header_timeout),
-                    peer,
-                    peer_ip: routes::peer_value(peer.ip()),
-                });
-                // The connection's task watches its clocks and the stop.
-                let own = client.clone();
-                let svc = hyper::service::service_fn(move |req| handle(client.clone(), req));
-                let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
-                let mut stopping = stop.clone();
-                conns.spawn(async move {
-                    let mut conn = std::pin::pin!(conn);
-                    let mut stop = std::pin::pin!(stopping.changed());
-                    let (mut stopped, mut closing, mut stop_registered) = (false, false, false);
-                    let mut grace = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
-                    let mut timer = clocks::Timer::new();
-                    let result = std::future::poll_fn(|cx| loop {
-                        // The stop future is polled once, to register this
-                        // task's waker (which does not change); after that
-                        // the flag is enough, without the watch's lock.
-                        let stop_seen = if stop_registered {
-                            own.router.is_stopping()
-                        } else {
-                            stop_registered = true;
-                            stop.as_mut().poll(cx).is_ready()
-                        };
-                        if !stopped && stop_seen {
-                            // Answers now say Connection: close; an idle
-                            // connection gets KEEPALIVE_GRACE for a request
-                            // that may already be on its way.
-                            stopped = true;
-                            grace.as_mut().reset(tokio::time::Instant::now() + KEEPALIVE_GRACE);
-                        }
-                        if stopped && !closing && grace.as_mut().poll(cx).is_ready() {
-                            // Finish the request in flight, then close.
-                            closing = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                        if let Poll::Ready(done) = conn.as_mut().poll(cx) {
-                            return Poll::Ready(done);
-                        }
-                        match timer.poll(&own.clocks, cx) {
-                            Poll::Pending => return Poll::Pending,
-                            // The exchange fails when next polled.
-                            Poll::Ready(Expiry::Exchange) => {}
-                            Poll::Ready(Expiry::HeaderTimeout) => {
-                                tracing::debug!("router: connection from {peer}: no request head within header_timeout; closing it");
-                                return Poll::Ready(Ok(()));
+                spawn_connection(&mut conns, &http, &live, &stop, stream, peer);
+            }
+            Some(new) = reconfigure.recv() => {
+                let next = Arc::new(live.get().with_spec(new.spec));
+                live.set(next);
+                if let Some(std_listener) = new.listener {
+                    match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(l) => {
+                            let old = std::mem::replace(&mut listener, l);
+                            // What already waits on the old socket is
+                            // served, not reset by its close.
+                            let mut cx = Context::from_waker(std::task::Waker::noop());
+                            while let Poll::Ready(Ok((stream, peer))) = old.poll_accept(&mut cx) {
+                                spawn_connection(&mut conns, &http, &live, &stop, stream, peer);
                             }
+                            let (from, to) = (old.local_addr().ok(), listener.local_addr().ok());
+                            drop(old);
+                            tracing::info!("router: now listening on {to:?} (closed {from:?})");
                         }
-                    })
-                    .await;
-                    if let Err(e) = result {
-                        tracing::debug!("router: connection from {peer}: {e}");
+                        Err(e) => tracing::error!("router: cannot use its new listen socket: {e}; keeping the old one"),
                     }
-                });
+                }
             }
             _ = stop.changed() => break,
         }
@@ -279,6 +286,80 @@ async fn serve(
     }
 }
 
+/// Serves one accepted connection in a task of `conns`, under the router
+/// configured now (its header_timeout; each request then takes the
+/// configuration current at its arrival).
+fn spawn_connection(
+    conns: &mut tokio::task::JoinSet<()>,
+    http: &hyper::server::conn::http1::Builder,
+    live: &Arc<Live>,
+    stop: &watch::Receiver<bool>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let router = live.get();
+    let client = Arc::new(Client {
+        live: live.clone(),
+        router: router.clone(),
+        upstreams: Arc::new(Upstreams::default()),
+        clocks: Clocks::new(router.spec.header_timeout),
+        peer,
+        peer_ip: routes::peer_value(peer.ip()),
+    });
+    // The connection's task watches its clocks and the stop.
+    let own = client.clone();
+    let svc = hyper::service::service_fn(move |req| handle(client.clone(), req));
+    let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
+    let mut stopping = stop.clone();
+    conns.spawn(async move {
+        let mut conn = std::pin::pin!(conn);
+        let mut stop = std::pin::pin!(stopping.changed());
+        let (mut stopped, mut closing, mut stop_registered) = (false, false, false);
+        let mut grace = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        let mut timer = clocks::Timer::new();
+        let result = std::future::poll_fn(|cx| loop {
+            // The stop future is polled once, to register this
+            // task's waker (which does not change); after that
+            // the flag is enough, without the watch's lock.
+            let stop_seen = if stop_registered {
+                own.router.is_stopping()
+            } else {
+                stop_registered = true;
+                stop.as_mut().poll(cx).is_ready()
+            };
+            if !stopped && stop_seen {
+                // Answers now say Connection: close; an idle
+                // connection gets KEEPALIVE_GRACE for a request
+                // that may already be on its way.
+                stopped = true;
+                grace.as_mut().reset(tokio::time::Instant::now() + KEEPALIVE_GRACE);
+            }
+            if stopped && !closing && grace.as_mut().poll(cx).is_ready() {
+                // Finish the request in flight, then close.
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            if let Poll::Ready(done) = conn.as_mut().poll(cx) {
+                return Poll::Ready(done);
+            }
+            match timer.poll(&own.clocks, cx) {
+                Poll::Pending => return Poll::Pending,
+                // The exchange fails when next polled.
+                Poll::Ready(Expiry::Exchange) => {}
+                Poll::Ready(Expiry::HeaderTimeout) => {
+                    tracing::debug!("router: connection from {peer}: no request head within header_timeout; closing it");
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::debug!("router: connection from {peer}: {e}");
+        }
+    });
+}
+
 fn json(status: StatusCode, body: serde_json::Value) -> Response<Body> {
     let mut res = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
     *res.status_mut() = status;
@@ -288,7 +369,11 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Body> {
 
 /// What the requests of one client connection share.
 struct Client {
+    /// The router at the accept: its stop signal, shared by every
+    /// configuration.
     router: Arc<Router>,
+    /// The configuration requests take.
+    live: Arc<Live>,
     upstreams: Arc<Upstreams>,
     peer: SocketAddr,
     /// `peer`'s address for X-Forwarded-For, made once.
@@ -331,13 +416,13 @@ impl hyper::body::Body for Answer {
 async fn handle(c: Arc<Client>, req: Request<Incoming>) -> Result<Response<Answer>, Infallible> {
     c.clocks.request_started();
     let res = {
-        let r = &c.router;
+        let r = &c.live.get();
         r.stats.requests.fetch_add(1, Ordering::Relaxed);
         r.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = InFlight(&r.stats.in_flight);
         let logged = (r.spec.access_log && !r.spec.access_log_skip.iter().any(|p| p == req.uri().path()))
             .then(|| (Instant::now(), logged_method(req.method()), req.uri().path().to_string()));
-        let (mut res, upstream) = route(&c, req).await;
+        let (mut res, upstream) = route(&c, r, req).await;
         if r.is_stopping() && res.status() != StatusCode::SWITCHING_PROTOCOLS {
             res.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -370,8 +455,7 @@ fn refused(status: StatusCode, why: &str) -> Response<Body> {
     res
 }
 
-async fn route(c: &Client, mut req: Request<Incoming>) -> (Response<Body>, Option<&str>) {
-    let r = &*c.router;
+async fn route<'a>(c: &Client, r: &'a Router, mut req: Request<Incoming>) -> (Response<Body>, Option<&'a str>) {
     if req.method().as_str().len() > routes::MAX_METHOD_LEN {
         return (refused(StatusCode::NOT_IMPLEMENTED, "unknown method"), None);
     }
@@ -417,7 +501,7 @@ async fn route(c: &Client, mut req: Request<Incoming>) -> (Response<Body>, Optio
     }
     // Boxed where rare (an upgrade, a new connection): the future of every
     // request is kept per client connection, and its size is theirs.
-    let res = if upgrade { Box::pin(tunnel(c, route, req)).await } else { forward(c, route, req).await };
+    let res = if upgrade { Box::pin(tunnel(c, r, route, req)).await } else { forward(c, r, route, req).await };
     (res, Some(&route.upstream))
 }
 
@@ -434,11 +518,11 @@ fn bad_gateway(r: &Router, route: &Route, detail: String) -> Response<Body> {
 /// task watches (`clocks`); its failure in a few words for the 502.
 async fn exchange_within(
     c: &Client,
+    r: &Router,
     ups: &Arc<Upstreams>,
     route: &Route,
     req: Request<Incoming>,
 ) -> Result<Exchanged, ExchangeError> {
-    let r = &*c.router;
     c.clocks.exchange_started(r.spec.upstream_timeout);
     let mut exchange = std::pin::pin!(upstream::exchange(ups, &route.upstream, req, r.spec.connect_timeout));
     let outcome = std::future::poll_fn(|cx| {
@@ -462,21 +546,21 @@ fn passed_on(mut response: Response<UpstreamBody>) -> Response<Body> {
     response.map(Either::Left)
 }
 
-async fn forward(c: &Client, route: &Route, req: Request<Incoming>) -> Response<Body> {
-    match exchange_within(c, &c.upstreams, route, req).await {
+async fn forward(c: &Client, r: &Router, route: &Route, req: Request<Incoming>) -> Response<Body> {
+    match exchange_within(c, r, &c.upstreams, route, req).await {
         Ok(Exchanged { response, upgraded: None }) => passed_on(response),
         Ok(Exchanged { upgraded: Some(_), .. }) => {
-            bad_gateway(&c.router, route, "101 Switching Protocols to a request that asked for no upgrade".into())
+            bad_gateway(r, route, "101 Switching Protocols to a request that asked for no upgrade".into())
         }
-        Err(e) => failed(c, route, e),
+        Err(e) => failed(c, r, route, e),
     }
 }
 
 /// The answer to an exchange that failed: a 502 for the upstream's
 /// failure, a 400 for the client's (not counted as an upstream error).
-fn failed(c: &Client, route: &Route, e: ExchangeError) -> Response<Body> {
+fn failed(c: &Client, r: &Router, route: &Route, e: ExchangeError) -> Response<Body> {
     match e {
-        ExchangeError::Upstream(detail) => bad_gateway(&c.router, route, detail),
+        ExchangeError::Upstream(detail) => bad_gateway(r, route, detail),
         ExchangeError::Client(why) => {
             tracing::debug!("router: connection from {}: {why}", c.peer);
             refused(StatusCode::BAD_REQUEST, "bad request body")
@@ -486,11 +570,11 @@ fn failed(c: &Client, route: &Route, e: ExchangeError) -> Response<Body> {
 
 /// Passes an Upgrade request on a connection of its own; on 101 both sides
 /// are joined byte for byte until either closes.
-async fn tunnel(c: &Client, route: &Route, mut req: Request<Incoming>) -> Response<Body> {
+async fn tunnel(c: &Client, r: &Router, route: &Route, mut req: Request<Incoming>) -> Response<Body> {
     let client_side = hyper::upgrade::on(&mut req);
     // Never a kept connection: on 101 it becomes the tunnel.
     let own = Arc::new(Upstreams::default());
-    match exchange_within(c, &own, route, req).await {
+    match exchange_within(c, r, &own, route, req).await {
         Ok(Exchanged { response, upgraded: Some(conn) }) => {
             tokio::spawn(async move {
                 let client = match client_side.await {
@@ -508,6 +592,6 @@ async fn tunnel(c: &Client, route: &Route, mut req: Request<Incoming>) -> Respon
             response.map(Either::Left)
         }
         Ok(Exchanged { response, upgraded: None }) => passed_on(response),
-        Err(e) => failed(c, route, e),
+        Err(e) => failed(c, r, route, e),
     }
 }

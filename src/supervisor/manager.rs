@@ -516,7 +516,7 @@ impl Manager {
                     slot.status.reason = None;
                 }
                 UnitCmd::Stop { .. } => slot.stop_sent = true,
-                UnitCmd::Hurry { .. } => {}
+                UnitCmd::Hurry { .. } | UnitCmd::Reconfigure(_) => {}
             }
             if let Some(tx) = &slot.tx {
                 let _ = tx.send(cmd).await;

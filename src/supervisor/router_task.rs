@@ -2,6 +2,9 @@
 //! events as a service's unit task, but what it runs is the in-process HTTP
 //! router. Ready as soon as it listens; stopping stops accepting and drains
 //! requests in flight within stop_timeout (or the caller's deadline).
+//! A reload that changes the router's configuration reaches it as
+//! `UnitCmd::Reconfigure`: applied to the running router without a stop,
+//! and its listen socket is never closed and bound again.
 
 use super::manager::Snapshot;
 use super::state::State;
@@ -9,13 +12,22 @@ use super::unit_task::{UnitCmd, UnitEvent, UnitStatus};
 use crate::config::unit::RouterSpec;
 use crate::logs::forward::{emit, UnitLog};
 use crate::logs::{LogSink, Stream};
-use crate::router::{serve_on_own_thread, Beside, Router, RouterStats};
+use crate::router::{serve_on_own_thread, Beside, NewConfig, Router, RouterStats};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
 /// Access-log lines waiting for output; more are dropped, never waited for.
 const ACCESS_LOG_QUEUE: usize = 4096;
+
+/// A reload's change to a router unit: its new configuration, and the
+/// socket of its new `listen` address when that changed (bound by the
+/// manager before the reload is accepted).
+#[derive(Debug)]
+pub struct RouterChange {
+    pub spec: Arc<RouterSpec>,
+    pub listener: Option<std::net::TcpListener>,
+}
 
 pub struct RouterTask {
     pub id: u64,
@@ -47,11 +59,20 @@ impl RouterTask {
         while let Some(cmd) = self.cmds.recv().await {
             match cmd {
                 UnitCmd::Start => self.serve_until_stopped(&mut status).await,
+                UnitCmd::Reconfigure(change) => self.keep(*change),
                 UnitCmd::Stop { .. } if !status.state.is_settled() => {
                     self.report(&mut status, State::Stopped, None).await;
                 }
                 UnitCmd::Stop { .. } | UnitCmd::Hurry { .. } => {}
             }
+        }
+    }
+
+    /// A change while the router is not serving: for its next start.
+    fn keep(&mut self, change: RouterChange) {
+        self.spec = change.spec;
+        if let Some(l) = change.listener {
+            self.listener = Some(l);
         }
     }
 
@@ -66,19 +87,17 @@ impl RouterTask {
             Ok(l) => l,
             Err(e) => return self.fail(status, format!("cannot listen on {addr}: {e}")).await,
         };
-        let mut access_writer = None;
-        let access = self.spec.access_log.then(|| {
-            let (tx, mut rx) = mpsc::channel::<String>(ACCESS_LOG_QUEUE);
-            let (log, sink) = (self.log.clone(), self.sink.clone());
-            access_writer = Some(Box::pin(async move {
-                let mut lines = Vec::new();
-                while rx.recv_many(&mut lines, 256).await > 0 {
-                    emit(&log, Stream::Stdout, &sink, &lines).await;
-                    lines.clear();
-                }
-            }) as Beside);
-            tx
-        });
+        // Always there: a reload may turn the access log on.
+        let (access, mut rx) = mpsc::channel::<String>(ACCESS_LOG_QUEUE);
+        let (log, sink) = (self.log.clone(), self.sink.clone());
+        let access_writer = Some(Box::pin(async move {
+            let mut lines = Vec::new();
+            while rx.recv_many(&mut lines, 256).await > 0 {
+                emit(&log, Stream::Stdout, &sink, &lines).await;
+                lines.clear();
+            }
+        }) as Beside);
+        let access = Some(access);
         let (stop_tx, stop_rx) = watch::channel(false);
         let router = Arc::new(Router::new(
             self.spec.clone(),
@@ -88,7 +107,8 @@ impl RouterTask {
             stop_rx.clone(),
         ));
         let (drain_tx, drain_rx) = watch::channel(tokio::time::Instant::now());
-        let mut server = match serve_on_own_thread(listener, router, stop_rx, drain_rx, access_writer) {
+        let (reconfigure, changes) = mpsc::channel::<NewConfig>(4);
+        let mut server = match serve_on_own_thread(listener, router, stop_rx, drain_rx, changes, access_writer) {
             Ok(done) => done,
             Err(e) => return self.fail(status, format!("cannot start the router's thread: {e}")).await,
         };
@@ -119,6 +139,16 @@ impl RouterTask {
                     None => {
                         let _ = stop_tx.send(true);
                         return;
+                    }
+                    Some(UnitCmd::Reconfigure(change)) => {
+                        let RouterChange { spec, listener } = *change;
+                        let moved = listener.as_ref().map(|_| spec.listen);
+                        self.spec = spec.clone();
+                        let _ = reconfigure.send(NewConfig { spec, listener }).await;
+                        match moved {
+                            Some(to) => tracing::info!("unit {name}: reconfigured; moving to {to}"),
+                            None => tracing::info!("unit {name}: reconfigured"),
+                        }
                     }
                     Some(_) => {}
                 },

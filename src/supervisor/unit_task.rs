@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum UnitCmd {
     Start,
     /// Stop now; SIGKILL the group at the latest at `deadline`.
@@ -29,6 +29,9 @@ pub enum UnitCmd {
     Hurry {
         deadline: Instant,
     },
+    /// A router unit's new configuration (a reload), applied without a
+    /// stop. Only router tasks get it.
+    Reconfigure(Box<super::router_task::RouterChange>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,7 +123,7 @@ impl UnitTask {
                 UnitCmd::Stop { .. } if status.state != State::Stopped && !status.state.is_settled() => {
                     self.report(&mut status, State::Stopped, None, None).await;
                 }
-                UnitCmd::Stop { .. } | UnitCmd::Hurry { .. } => {}
+                UnitCmd::Stop { .. } | UnitCmd::Hurry { .. } | UnitCmd::Reconfigure(_) => {}
             }
         }
     }
