@@ -162,6 +162,11 @@ enum Op {
     Stop,
 }
 
+/// Router units a reload reconfigures in place: name → (new spec, new
+/// listen socket if `listen` moved).
+type RouterChanges =
+    std::collections::HashMap<String, (Arc<crate::config::unit::RouterSpec>, Option<std::net::TcpListener>)>;
+
 /// (slot id, generation at request time, restarts at request time)
 type Target = (u64, u64, u32);
 
@@ -760,6 +765,7 @@ impl Manager {
         let ctx = LoadContext::from_process(self.opts.profiles.clone(), false);
         let set = crate::config::load_dir(&self.opts.units_dir, &ctx)
             .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+        let mut in_place = self.router_changes(&set)?;
         let (mut added, mut removed, mut changed, mut same) = (Vec::new(), Vec::new(), Vec::new(), 0);
         let mut targets = Vec::new();
         let mut then_start = Vec::new();
@@ -772,6 +778,30 @@ impl Manager {
                     self.slots[i].want = Want::Remove;
                 }
                 Some(new) if *new == *self.slots[i].unit => same += 1,
+                Some(new) if in_place.contains_key(&name) => {
+                    // A running router takes its new configuration as it
+                    // runs: no stop, no second bind of its port.
+                    let Some((spec, listener)) = in_place.remove(&name) else { continue };
+                    let slot = &mut self.slots[i];
+                    let change = super::router_task::RouterChange { spec, listener };
+                    match slot.tx.as_ref().map(|tx| tx.try_send(UnitCmd::Reconfigure(Box::new(change)))) {
+                        Some(Ok(())) => {
+                            slot.unit = Arc::new(new.clone());
+                            changed.push(name);
+                        }
+                        _ => {
+                            tracing::error!("unit {name}: its task did not take the new configuration; restarting it");
+                            changed.push(name);
+                            targets.push(self.target(i));
+                            let slot = &mut self.slots[i];
+                            slot.replacement = Some(new.clone());
+                            if !slot.held_by_operator {
+                                slot.want = Want::Stop;
+                                then_start.push(slot.id);
+                            }
+                        }
+                    }
+                }
                 Some(new) => {
                     changed.push(name);
                     targets.push(self.target(i));
@@ -803,6 +833,45 @@ impl Manager {
             list(&changed)
         );
         Ok((targets, then_start, summary))
+    }
+
+    /// The router units a reload changes in place (a router before and
+    /// after, with a task; everything but `[log]` applies), with their new
+    /// spec and, when `listen` moved, the new address already bound. A
+    /// bind failure refuses the whole reload, before anything changed.
+    fn router_changes(&self, set: &UnitSet) -> Result<RouterChanges, String> {
+        let mut out = RouterChanges::new();
+        for slot in self.slots.iter().filter(|s| s.tx.is_some()) {
+            let old = &slot.unit;
+            let Some(new) = set.units.iter().find(|u| u.name == old.name) else { continue };
+            let (Some(old_spec), Some(new_spec)) = (&old.router, &new.router) else { continue };
+            if !new.enabled || **old == *new {
+                continue;
+            }
+            if old.log != new.log {
+                tracing::warn!(
+                    "unit {}: a router's [log] changes take effect when flowinit next starts (its listen socket is kept)",
+                    new.name
+                );
+            }
+            let listener = if old_spec.listen == new_spec.listen {
+                None
+            } else {
+                let bound = crate::router::bind(new_spec.listen).map_err(|e| {
+                    crate::config::ConfigError {
+                        file: new.file.clone(),
+                        line: new_spec.listen_at.line,
+                        column: new_spec.listen_at.column,
+                        unit: Some(new.name.clone()),
+                        message: format!("cannot listen on {}: {e}", new_spec.listen),
+                    }
+                    .to_string()
+                })?;
+                Some(bound)
+            };
+            out.insert(new.name.clone(), (Arc::new(new_spec.clone()), listener));
+        }
+        Ok(out)
     }
 
     /// Answers the requests whose units got where they were sent. True when
