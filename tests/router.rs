@@ -661,3 +661,148 @@ fn upstream_connections_close_with_their_client_connection() {
     wait_for("flowinit back to its fds before the clients", T, || (open_fds(pid) <= before).then_some(()));
     assert_eq!(s.f.stop(T), 0);
 }
+
+/// The router unit of `reload_stack`: `/` to the backend, and for each `k`
+/// in `extra` a route `/rK/` (prefix stripped); upstream_timeout varies
+/// with them, so each version differs in more than its routes.
+fn reload_router(listen: u16, be: u16, extra: &[usize]) -> String {
+    let mut text = format!(
+        "[router]\nlisten = \"127.0.0.1:{listen}\"\naccess_log = false\nupstream_timeout = \"{}s\"\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:{be}\"\nunit = \"backend\"\n",
+        10 + extra.len()
+    );
+    for k in extra {
+        text += &format!(
+            "[[router.routes]]\nprefix = \"/r{k}/\"\nupstream = \"http://127.0.0.1:{be}\"\nstrip_prefix = true\n"
+        );
+    }
+    text
+}
+
+/// A backend and a router whose unit file the test rewrites.
+fn reload_stack(tag: &str) -> (Stack, u16) {
+    let d = TempDir::new(tag);
+    let (port, be) = (free_port(), free_port());
+    d.unit(
+        "backend",
+        &format!(
+            "[service]\ncommand = [\"python3\", \"{}\", \"{be}\", \"{}\"]\n[readiness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"100ms\"\n",
+            fixture("backend.py"),
+            free_port()
+        ),
+    );
+    d.unit("router", &reload_router(port, be, &[]));
+    let f = Flowinit::up(&d, Opts::default());
+    let s = Stack { f, _d: d, port };
+    s.ready();
+    s.f.wait_state("router", "running");
+    (s, be)
+}
+
+/// GET `path` on a fresh connection: the status, or what went wrong.
+fn try_get(port: u16, path: &str) -> Result<u16, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).map_err(|e| format!("read: {e}"))?;
+    let head = String::from_utf8_lossy(&all);
+    head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("no answer: {head:?}"))
+}
+
+#[test]
+fn reloads_reconfigure_the_router_without_refusing_a_connection() {
+    let (s, be) = reload_stack("reconfigure");
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+    let (stop, made) = (std::sync::Arc::new(AtomicBool::new(false)), std::sync::Arc::new(AtomicU32::new(0)));
+    let (port, flag, count) = (s.port, stop.clone(), made.clone());
+    let client = std::thread::spawn(move || {
+        let mut failures = Vec::new();
+        while !flag.load(Relaxed) {
+            match try_get(port, "/echo") {
+                Ok(200) => {}
+                other => failures.push(format!("{other:?}")),
+            }
+            count.fetch_add(1, Relaxed);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        failures
+    });
+    let mut extra = Vec::new();
+    for k in 0..20 {
+        extra.push(k);
+        s._d.unit(&format!("extra{k}"), "[service]\ncommand = [\"sleep\", \"1000\"]\n");
+        s._d.unit("router", &reload_router(s.port, be, &extra));
+        let before = made.load(Relaxed);
+        let (code, out, err) = s.f.ctl(&["reload"]);
+        assert_eq!(code, 0, "reload {k}: {out}{err}");
+        assert!(out.contains("changed: router"), "reload {k}: {out}");
+        // The new route answers (the router may take a moment to get it).
+        let path = format!("/r{k}/echo");
+        wait_for(&format!("route /r{k}/"), T, || (try_get(s.port, &path) == Ok(200)).then_some(()));
+        // Requests keep coming in between the reloads.
+        wait_for("the client's next requests", T, || (made.load(Relaxed) >= before + 2).then_some(()));
+    }
+    stop.store(true, Relaxed);
+    let failures = client.join().unwrap();
+    let total = made.load(Relaxed);
+    assert!(failures.is_empty(), "{} of {total} requests failed: {failures:?}", failures.len());
+    let router = s.f.wait_state("router", "running");
+    assert_eq!(router["restarts"], 0, "{router}");
+    let (_, details, _) = s.f.ctl(&["status", "router"]);
+    assert!(details.contains("/r19/"), "{details}");
+    let mut s = s;
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn a_listen_change_moves_the_router_and_closes_the_old_port() {
+    let (mut s, be) = reload_stack("relisten");
+    let old = s.port;
+    // A keep-alive connection on the old port, open across the move.
+    let mut kept = TcpStream::connect(("127.0.0.1", old)).unwrap();
+    kept.set_read_timeout(Some(T)).unwrap();
+    let mut kept_reader = BufReader::new(kept.try_clone().unwrap());
+    let ask = |w: &mut TcpStream, r: &mut BufReader<TcpStream>| {
+        w.write_all(b"GET /echo HTTP/1.1\r\nHost: h.test\r\n\r\n").unwrap();
+        let mut status = String::new();
+        r.read_line(&mut status).unwrap();
+        let mut len = 0;
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
+        status
+    };
+    assert!(ask(&mut kept, &mut kept_reader).contains(" 200 "));
+    // A busy address refuses the reload and changes nothing.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    s._d.unit("router", &reload_router(busy_port, be, &[]));
+    let (code, out, err) = s.f.ctl(&["reload"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("router.toml:2:") && err.contains(&format!("cannot listen on 127.0.0.1:{busy_port}")), "{err}");
+    assert_eq!(try_get(old, "/echo"), Ok(200));
+    drop(busy);
+    let new = free_port();
+    s._d.unit("router", &reload_router(new, be, &[1]));
+    let (code, out, err) = s.f.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(try_get(new, "/r1/echo"), Ok(200));
+    wait_for("the old port to close", T, || try_get(old, "/echo").is_err().then_some(()));
+    assert!(try_get(old, "/echo").unwrap_err().contains("refused"));
+    // The connection accepted on the old socket still gets answers.
+    assert!(ask(&mut kept, &mut kept_reader).contains(" 200 "));
+    let (_, details, _) = s.f.ctl(&["status", "router"]);
+    assert!(details.contains(&format!("listen:     127.0.0.1:{new}")), "{details}");
+    s.port = new;
+    assert_eq!(s.f.stop(T), 0);
+}
