@@ -114,6 +114,9 @@ pub struct RouterStats {
     pub in_flight: AtomicU64,
     pub upstream_errors: AtomicU64,
     pub not_ready: AtomicU64,
+    /// Connections answered 503 and closed because `max_connections` were
+    /// open.
+    pub over_limit: AtomicU64,
 }
 
 struct InFlight<'a>(&'a AtomicU64);
@@ -227,28 +230,45 @@ async fn serve(
     mut drain: watch::Receiver<tokio::time::Instant>,
     mut reconfigure: mpsc::Receiver<NewConfig>,
 ) {
+    let mut gate = Gate::new(connection_limit(&router.spec));
     let live = Arc::new(Live(std::sync::Mutex::new(router)));
     let mut http = hyper::server::conn::http1::Builder::new();
     // header_timeout is kept by each connection's `Clocks` instead.
     http.header_read_timeout(None).max_buf_size(MAX_HEADER_BYTES).keep_alive(true);
     let mut conns = tokio::task::JoinSet::new();
+    let mut backoff: Option<Duration> = None;
+    let mut paused = false;
+    let mut resume = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
     loop {
         while conns.try_join_next().is_some() {}
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of fds and the like: back off, keep serving.
-                        tracing::warn!("router: accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+            accepted = listener.accept(), if !paused => match accepted {
+                Ok((stream, peer)) => {
+                    if let Some(d) = backoff.take() {
+                        tracing::info!("router: accepting connections again (backed off up to {d:?})");
                     }
-                };
-                spawn_connection(&mut conns, &http, &live, &stop, stream, peer);
-            }
+                    admit(&mut gate, &mut conns, &http, &live, &stop, stream, peer);
+                }
+                Err(e) if out_of_resources(&e) => {
+                    // Out of fds or memory: the next accept would fail the
+                    // same way at once; wait (10 ms doubling up to 1 s) for
+                    // connections to end, and say so once per episode.
+                    let delay = backoff.map_or(ACCEPT_BACKOFF_MIN, |d| (d * 2).min(ACCEPT_BACKOFF_MAX));
+                    if backoff.is_none() {
+                        tracing::warn!("router: cannot accept connections: {e}; backing off until it can");
+                    }
+                    backoff = Some(delay);
+                    resume.as_mut().reset(tokio::time::Instant::now() + delay);
+                    paused = true;
+                }
+                // A connection that went away while queued (ECONNABORTED)
+                // and the like: only that one is lost.
+                Err(e) => tracing::debug!("router: accept failed: {e}"),
+            },
+            _ = &mut resume, if paused => paused = false,
             Some(new) = reconfigure.recv() => {
                 let next = Arc::new(live.get().with_spec(new.spec));
+                gate.resize(connection_limit(&next.spec));
                 live.set(next);
                 if let Some(std_listener) = new.listener {
                     match tokio::net::TcpListener::from_std(std_listener) {
@@ -258,7 +278,7 @@ async fn serve(
                             // served, not reset by its close.
                             let mut cx = Context::from_waker(std::task::Waker::noop());
                             while let Poll::Ready(Ok((stream, peer))) = old.poll_accept(&mut cx) {
-                                spawn_connection(&mut conns, &http, &live, &stop, stream, peer);
+                                admit(&mut gate, &mut conns, &http, &live, &stop, stream, peer);
                             }
                             let (from, to) = (old.local_addr().ok(), listener.local_addr().ok());
                             drop(old);
@@ -286,6 +306,126 @@ async fn serve(
     }
 }
 
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// An accept error that says the process or the system is out of
+/// something (fds, buffers, memory), not that one connection failed.
+fn out_of_resources(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+/// File descriptors the router leaves to the supervisor out of
+/// RLIMIT_NOFILE: a quarter, and at least 256 (its probes, log pipes,
+/// control connections, the spawns of restarts).
+pub fn fd_reserve(nofile: u64) -> u64 {
+    (nofile / 4).max(256)
+}
+
+/// The connection limit an fd limit allows: what is left after the
+/// reserve, at two fds per connection (the client's and one upstream's).
+pub fn derived_limit(nofile: u64) -> usize {
+    let left = nofile.saturating_sub(fd_reserve(nofile)) / 2;
+    usize::try_from(left.max(1)).unwrap_or(usize::MAX)
+}
+
+/// The router's connection limit: `max_connections`, or what the fd limit
+/// (RLIMIT_NOFILE's soft limit, read now) allows. A configured value above
+/// that is used, with a warning.
+fn connection_limit(spec: &RouterSpec) -> usize {
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map(|(soft, _)| soft);
+    let allowed = match nofile {
+        Ok(n) => derived_limit(n),
+        Err(e) => {
+            tracing::warn!("router on {}: cannot read RLIMIT_NOFILE ({e}); assuming 1024", spec.listen);
+            derived_limit(1024)
+        }
+    };
+    match spec.max_connections {
+        None => allowed,
+        Some(n) => {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            if n > allowed {
+                let nofile = nofile.unwrap_or(1024);
+                tracing::warn!(
+                    "router on {}: max_connections = {n} is more than the fd limit allows ({allowed}: RLIMIT_NOFILE {nofile}, less {} kept for the supervisor, at 2 per connection); a flood of connections may leave the supervisor without fds",
+                    spec.listen,
+                    fd_reserve(nofile)
+                );
+            }
+            n
+        }
+    }
+}
+
+/// The cap on live client connections: a permit per connection, held by
+/// its task.
+struct Gate {
+    permits: Arc<tokio::sync::Semaphore>,
+    limit: usize,
+    /// Permits still to take out of circulation after the limit was
+    /// lowered while they were held.
+    owed: usize,
+}
+
+impl Gate {
+    fn new(limit: usize) -> Gate {
+        Gate { permits: Arc::new(tokio::sync::Semaphore::new(limit)), limit, owed: 0 }
+    }
+
+    fn resize(&mut self, limit: usize) {
+        if limit > self.limit {
+            let more = limit - self.limit;
+            let repaid = more.min(self.owed);
+            self.owed -= repaid;
+            self.permits.add_permits(more - repaid);
+        } else {
+            self.owed += self.limit - limit;
+        }
+        self.limit = limit;
+    }
+
+    fn try_take(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if self.owed > 0 {
+            self.owed -= self.permits.forget_permits(self.owed);
+        }
+        self.permits.clone().try_acquire_owned().ok()
+    }
+}
+
+/// What a connection over the limit gets before it is closed.
+const OVER_LIMIT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 2\r\nconnection: close\r\ncontent-length: 32\r\n\r\n{\"error\":\"too many connections\"}";
+
+/// Serves a new connection if the limit allows; otherwise answers it 503
+/// at once, in one non-blocking write, and closes it: it is never held
+/// (its fd is what the limit protects).
+fn admit(
+    gate: &mut Gate,
+    conns: &mut tokio::task::JoinSet<()>,
+    http: &hyper::server::conn::http1::Builder,
+    live: &Arc<Live>,
+    stop: &watch::Receiver<bool>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    match gate.try_take() {
+        Some(permit) => spawn_connection(conns, http, live, stop, stream, peer, permit),
+        None => {
+            live.get().stats.over_limit.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("router: connection from {peer} over the limit of {}; answered 503", gate.limit);
+            let _ = stream.try_write(OVER_LIMIT);
+            // Whatever the client sent already is read first, so that the
+            // close sends a FIN behind the answer, not a reset that could
+            // discard it.
+            let mut sink = [0u8; 4096];
+            while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
+            if let Ok(std) = stream.into_std() {
+                let _ = std.shutdown(std::net::Shutdown::Write);
+            }
+        }
+    }
+}
+
 /// Serves one accepted connection in a task of `conns`, under the router
 /// configured now (its header_timeout; each request then takes the
 /// configuration current at its arrival).
@@ -296,6 +436,7 @@ fn spawn_connection(
     stop: &watch::Receiver<bool>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
     let router = live.get();
@@ -306,6 +447,7 @@ fn spawn_connection(
         clocks: Clocks::new(router.spec.header_timeout),
         peer,
         peer_ip: routes::peer_value(peer.ip()),
+        permit: Arc::new(permit),
     });
     // The connection's task watches its clocks and the stop.
     let own = client.clone();
@@ -374,6 +516,9 @@ struct Client {
     router: Arc<Router>,
     /// The configuration requests take.
     live: Arc<Live>,
+    /// The connection's place under `max_connections`, held by its task
+    /// and by a tunnel that outlives it.
+    permit: Arc<tokio::sync::OwnedSemaphorePermit>,
     upstreams: Arc<Upstreams>,
     peer: SocketAddr,
     /// `peer`'s address for X-Forwarded-For, made once.
@@ -576,7 +721,9 @@ async fn tunnel(c: &Client, r: &Router, route: &Route, mut req: Request<Incoming
     let own = Arc::new(Upstreams::default());
     match exchange_within(c, r, &own, route, req).await {
         Ok(Exchanged { response, upgraded: Some(conn) }) => {
+            let permit = c.permit.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let client = match client_side.await {
                     Ok(c) => c,
                     Err(e) => return tracing::debug!("router: upgrade failed on the client's side: {e}"),
@@ -593,5 +740,38 @@ async fn tunnel(c: &Client, r: &Router, route: &Route, mut req: Request<Incoming
         }
         Ok(Exchanged { response, upgraded: None }) => passed_on(response),
         Err(e) => failed(c, r, route, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fd_limit_leaves_the_supervisor_its_reserve() {
+        // (RLIMIT_NOFILE, reserve, connections)
+        for (nofile, reserve, limit) in
+            [(1024, 256, 384), (4096, 1024, 1536), (65536, 16384, 24576), (1_048_576, 262_144, 393_216), (256, 256, 1)]
+        {
+            assert_eq!(fd_reserve(nofile), reserve, "{nofile}");
+            assert_eq!(derived_limit(nofile), limit, "{nofile}");
+        }
+    }
+
+    #[test]
+    fn the_gate_follows_its_limit_down_and_up() {
+        let mut gate = Gate::new(2);
+        let (a, b) = (gate.try_take().unwrap(), gate.try_take().unwrap());
+        assert!(gate.try_take().is_none());
+        gate.resize(1);
+        drop(a);
+        assert!(gate.try_take().is_none(), "a permit returned while one is owed is taken out");
+        drop(b);
+        let c = gate.try_take().unwrap();
+        assert!(gate.try_take().is_none());
+        gate.resize(3);
+        let (d, e) = (gate.try_take().unwrap(), gate.try_take().unwrap());
+        assert!(gate.try_take().is_none());
+        drop((c, d, e));
     }
 }
