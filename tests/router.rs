@@ -806,3 +806,101 @@ fn a_listen_change_moves_the_router_and_closes_the_old_port() {
     s.port = new;
     assert_eq!(s.f.stop(T), 0);
 }
+
+/// Raises this test process's soft RLIMIT_NOFILE to its hard limit (the
+/// flood below needs more than 1024 fds here).
+fn raise_own_nofile() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    lim.rlim_cur
+}
+
+/// What one flood connection has seen so far: None while nothing came
+/// (held by the router), Some(true) for the router's 503 or a close.
+fn answered(s: &mut TcpStream) -> Option<bool> {
+    let mut buf = [0u8; 512];
+    match s.read(&mut buf) {
+        Ok(0) => Some(true),
+        Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 503 ")),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(true),
+        Err(e) => panic!("reading a flood connection: {e}"),
+    }
+}
+
+#[test]
+fn a_connection_flood_leaves_pid1_its_fds_and_gets_503s() {
+    assert!(raise_own_nofile() >= 2400, "the test needs RLIMIT_NOFILE >= 2400");
+    let d = TempDir::new("flood");
+    let (port, be) = (free_port(), free_port());
+    d.unit(
+        "backend",
+        &format!(
+            "[unit]\ncritical = true\n[service]\ncommand = [\"python3\", \"{}\", \"{be}\", \"{}\"]\n[readiness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"100ms\"\n[liveness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"200ms\"\ntimeout = \"1s\"\nfailures = 1\n",
+            fixture("backend.py"),
+            free_port()
+        ),
+    );
+    d.unit(
+        "router",
+        &format!("[router]\nlisten = \"127.0.0.1:{port}\"\naccess_log = false\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:{be}\"\nunit = \"backend\"\n"),
+    );
+    // 1024 fds: the default limit is (1024 - 256) / 2 = 384 connections.
+    let opts = Opts { pid1: true, wrap: &["prlimit", "--nofile=1024:1024"], ..Opts::default() };
+    let mut f = Flowinit::up(&d, opts);
+    f.wait_state("backend", "ready");
+    f.wait_state("router", "running");
+    let mut flood: Vec<TcpStream> = (0..1100)
+        .map(|i| {
+            let s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("flood connection {i}: {e}"));
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let mut seen = vec![None; flood.len()];
+    let (held, refused) = wait_for("the connections over the limit to be answered", T, || {
+        for (s, seen) in flood.iter_mut().zip(seen.iter_mut()).filter(|(_, seen)| seen.is_none()) {
+            *seen = answered(s);
+        }
+        let held = seen.iter().filter(|s| s.is_none()).count();
+        (held <= 384).then(|| (held, seen.iter().filter(|s| **s == Some(true)).count()))
+    });
+    assert_eq!(held + refused, flood.len(), "every answer was a 503 or a close: {seen:?}");
+    assert!(held >= 300, "the router holds its {held} connections");
+    // Hold the flood for ten liveness intervals: the supervisor keeps
+    // answering, probing and its reserve of fds.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let (code, out, err) = f.ctl(&["status", "--json"]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(open_fds(f.pid) < 1024 - 256, "flowinit holds {} fds", open_fds(f.pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // One more over the limit: a quick 503, never a hang.
+    let start = Instant::now();
+    let mut extra = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut all = Vec::new();
+    let _ = extra.read_to_end(&mut all);
+    let took = start.elapsed();
+    let text = String::from_utf8_lossy(&all);
+    assert!(all.is_empty() || text.starts_with("HTTP/1.1 503 "), "{text}");
+    assert!(text.is_empty() || (text.contains("retry-after: 2") && text.contains("connection: close")), "{text}");
+    assert!(took < Duration::from_secs(4), "the answer over the limit took {took:?}");
+    assert!(f.try_exit().is_none(), "flowinit exited: {}", f.stderr());
+    let backend = f.wait_state("backend", "ready");
+    assert_eq!(backend["restarts"], 0, "{backend}");
+    drop(flood);
+    let ok = wait_for("a normal request after the flood", Duration::from_secs(5), || {
+        let r = get(port, "/echo");
+        (r.status == 200).then_some(r)
+    });
+    assert_eq!(ok.json()["path"], "/echo");
+    eprintln!("flood: {held} held, {refused} answered 503 or closed; one more over the limit answered in {took:?}");
+    assert_eq!(f.stop(T), 0);
+}
