@@ -904,3 +904,45 @@ fn a_connection_flood_leaves_pid1_its_fds_and_gets_503s() {
     eprintln!("flood: {held} held, {refused} answered 503 or closed; one more over the limit answered in {took:?}");
     assert_eq!(f.stop(T), 0);
 }
+
+#[test]
+fn out_of_fds_the_router_backs_off_logs_once_and_recovers() {
+    assert!(raise_own_nofile() >= 2400, "the test needs RLIMIT_NOFILE >= 2400");
+    let d = TempDir::new("emfile");
+    let (port, be) = (free_port(), free_port());
+    d.unit(
+        "backend",
+        &format!(
+            "[service]\ncommand = [\"python3\", \"{}\", \"{be}\", \"{}\"]\n[readiness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"100ms\"\n",
+            fixture("backend.py"),
+            free_port()
+        ),
+    );
+    // A limit above what 1024 fds allow: the router runs out of fds first.
+    d.unit(
+        "router",
+        &format!("[router]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 5000\naccess_log = false\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:{be}\"\n"),
+    );
+    let opts = Opts { pid1: true, wrap: &["prlimit", "--nofile=1024:1024"], ..Opts::default() };
+    let mut f = Flowinit::up(&d, opts);
+    f.wait_state("backend", "ready");
+    f.wait_log("max_connections = 5000 is more than the fd limit allows (384", T);
+    let flood: Vec<TcpStream> = (0..1100).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    f.wait_log("cannot accept connections: Too many open files", T);
+    // Backing off, it tries again a few times a second: still one line.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        assert!(f.try_exit().is_none(), "flowinit exited: {}", f.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(f.stderr().matches("cannot accept connections").count(), 1, "{}", f.stderr());
+    drop(flood);
+    let ok = wait_for("a normal request after the flood", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()?;
+        let r = get(port, "/echo");
+        (r.status == 200).then_some(r)
+    });
+    assert_eq!(ok.json()["path"], "/echo");
+    f.wait_log("accepting connections again", T);
+    assert_eq!(f.stop(T), 0);
+}
