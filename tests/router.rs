@@ -359,7 +359,10 @@ fn bad_hosts_are_400_and_connection_cannot_strip_host() {
     let mut s = stack("hosts", "0", "", "");
     s.ready();
     for (raw, why) in [
-        ("GET /echo HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n", "more than one Host header"),
+        (
+            "GET /echo HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+            "more than one Host header",
+        ),
         ("GET /echo HTTP/1.1\r\nHost: a.example b\r\nConnection: close\r\n\r\n", "invalid Host header"),
         ("GET /echo HTTP/1.1\r\nHost: a.example/x\r\nConnection: close\r\n\r\n", "invalid Host header"),
     ] {
@@ -789,7 +792,10 @@ fn a_listen_change_moves_the_router_and_closes_the_old_port() {
     s._d.unit("router", &reload_router(busy_port, be, &[]));
     let (code, out, err) = s.f.ctl(&["reload"]);
     assert_eq!(code, 1, "{out}{err}");
-    assert!(err.contains("router.toml:2:") && err.contains(&format!("cannot listen on 127.0.0.1:{busy_port}")), "{err}");
+    assert!(
+        err.contains("router.toml:2:") && err.contains(&format!("cannot listen on 127.0.0.1:{busy_port}")),
+        "{err}"
+    );
     assert_eq!(try_get(old, "/echo"), Ok(200));
     drop(busy);
     let new = free_port();

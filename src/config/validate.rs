@@ -964,7 +964,9 @@ mod tests {
             let errs = load(&[("r", &router(bad))]).unwrap_err();
             assert_eq!(errs.len(), 1, "{errs:?}");
             assert!(
-                errs[0].starts_with(&format!("u/r.toml:3:19: unit r: max_connections must be between 1 and 10000000, not {bad}")),
+                errs[0].starts_with(&format!(
+                    "u/r.toml:3:19: unit r: max_connections must be between 1 and 10000000, not {bad}"
+                )),
                 "{}",
                 errs[0]
             );

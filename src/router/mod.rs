@@ -490,7 +490,9 @@ fn spawn_connection(
                 // The exchange fails when next polled.
                 Poll::Ready(Expiry::Exchange) => {}
                 Poll::Ready(Expiry::HeaderTimeout) => {
-                    tracing::debug!("router: connection from {peer}: no request head within header_timeout; closing it");
+                    tracing::debug!(
+                        "router: connection from {peer}: no request head within header_timeout; closing it"
+                    );
                     return Poll::Ready(Ok(()));
                 }
             }

@@ -348,7 +348,12 @@ async fn round_trip(conn: &mut UpConn, out: &mut Outgoing) -> Result<(Head, Sent
                     // reading the body: take what it said, if anything.
                     if conn.buf.is_empty() && !matches!(poll_fill(conn, cx), Poll::Ready(Ok(n)) if n > 0) {
                         let unsent = out.sent == 0;
-                        return Poll::Ready(Err(Broken { why: describe_io(&e), unsent, answered: false, client: false }));
+                        return Poll::Ready(Err(Broken {
+                            why: describe_io(&e),
+                            unsent,
+                            answered: false,
+                            client: false,
+                        }));
                     }
                     (sending, cut) = (false, true);
                 }
@@ -382,7 +387,14 @@ async fn round_trip(conn: &mut UpConn, out: &mut Outgoing) -> Result<(Head, Sent
                 return Poll::Ready(Err(Broken { why: why.into(), unsent: out.sent == 0, answered, client: false }));
             }
             Ok(_) => {}
-            Err(e) => return Poll::Ready(Err(Broken { why: describe_io(&e), unsent: out.sent == 0, answered, client: false })),
+            Err(e) => {
+                return Poll::Ready(Err(Broken {
+                    why: describe_io(&e),
+                    unsent: out.sent == 0,
+                    answered,
+                    client: false,
+                }))
+            }
         }
     })
     .await
