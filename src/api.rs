@@ -132,6 +132,9 @@ pub struct RouterStats {
     pub in_flight: AtomicU64,
     pub upstream_errors: AtomicU64,
     pub not_ready: AtomicU64,
+    /// Connections answered 503 and closed because `max_connections` were
+    /// open.
+    pub over_limit: AtomicU64,
 }
 
 /// The exact state names of the contract (SPEC §4).

@@ -355,6 +355,90 @@ fn moving_listen_down_a_line_is_not_a_change_on_reload() {
 }
 
 #[test]
+fn bad_hosts_are_400_and_connection_cannot_strip_host() {
+    let mut s = stack("hosts", "0", "", "");
+    s.ready();
+    for (raw, why) in [
+        (
+            "GET /echo HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+            "more than one Host header",
+        ),
+        ("GET /echo HTTP/1.1\r\nHost: a.example b\r\nConnection: close\r\n\r\n", "invalid Host header"),
+        ("GET /echo HTTP/1.1\r\nHost: a.example/x\r\nConnection: close\r\n\r\n", "invalid Host header"),
+    ] {
+        let r = send(s.port, raw);
+        // The router's own answer: the request never reached the backend.
+        assert_eq!(r.status, 400, "{raw:?}: {}", r.head);
+        assert_eq!(r.json()["error"], why, "{raw:?}");
+        assert_eq!(r.header("connection").as_deref(), Some("close"), "{raw:?}");
+    }
+    let r = send(
+        s.port,
+        "GET /echo HTTP/1.1\r\nHost: h.test:3000\r\nConnection: close, Host, X-Forwarded-Host\r\nX-Drop-Me: 1\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    let h = &r.json()["headers"];
+    assert_eq!(h["host"], "h.test:3000", "Connection named Host: {h}");
+    assert_eq!(h["x-forwarded-host"], "h.test:3000", "{h}");
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn underscored_headers_are_dropped_before_forwarding() {
+    let mut s = stack("underscore", "0", "", "");
+    s.ready();
+    let r = send(
+        s.port,
+        "GET /echo HTTP/1.1\r\nHost: h.test\r\nX_Forwarded_For: 6.6.6.6\r\nX_Custom: 1\r\nX-Kept: yes\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    let h = &r.json()["headers"];
+    assert!(h.get("x_forwarded_for").is_none() && h.get("x_custom").is_none(), "{h}");
+    assert_eq!(h["x-kept"], "yes");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn a_malformed_client_chunk_is_a_400_not_an_upstream_error() {
+    let mut s = stack("badclientchunk", "0", "", "");
+    s.ready();
+    let r = send(
+        s.port,
+        "POST /echo HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.head);
+    assert_eq!(r.json()["error"], "bad request body");
+    let (_, details, _) = s.f.ctl(&["status", "router"]);
+    assert!(details.contains(" 0 upstream errors"), "{details}");
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn a_huge_method_is_refused_and_not_logged_whole() {
+    let mut s = stack("hugemethod", "0", "", "");
+    s.ready();
+    let method = "A".repeat(70_000);
+    let r = send(s.port, &format!("{method} /echo HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n"));
+    assert_eq!(r.status, 501, "{}", r.head);
+    assert_eq!(r.json()["error"], "unknown method");
+    // The longest registered method (17 characters) is still proxied (the
+    // backend answers it with a 501 of its own).
+    let r = send(s.port, "UPDATEREDIRECTREF /echo HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n");
+    assert!(!String::from_utf8_lossy(&r.body).contains("unknown method"), "{}", r.head);
+    let lines = wait_for("both access log lines", T, || {
+        let out = s.f.stdout();
+        let refused = out.lines().find(|l| l.contains(" /echo 501 ") && l.contains("AAAA"))?.to_string();
+        let proxied = out.lines().find(|l| l.contains(" UPDATEREDIRECTREF /echo "))?.to_string();
+        Some((refused, proxied))
+    });
+    assert!(lines.0.len() < 200, "{} bytes: {}", lines.0.len(), &lines.0[..200]);
+    assert!(lines.0.ends_with("-> -"), "{}", lines.0);
+    assert!(lines.1.contains("-> 127.0.0.1:"), "{}", lines.1);
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
 fn request_smuggling_is_refused_or_reframed() {
     let mut s = stack("smuggle", "0", "", "");
     s.ready();
@@ -579,4 +663,292 @@ fn upstream_connections_close_with_their_client_connection() {
     drop(clients);
     wait_for("flowinit back to its fds before the clients", T, || (open_fds(pid) <= before).then_some(()));
     assert_eq!(s.f.stop(T), 0);
+}
+
+/// The router unit of `reload_stack`: `/` to the backend, and for each `k`
+/// in `extra` a route `/rK/` (prefix stripped); upstream_timeout varies
+/// with them, so each version differs in more than its routes.
+fn reload_router(listen: u16, be: u16, extra: &[usize]) -> String {
+    let mut text = format!(
+        "[router]\nlisten = \"127.0.0.1:{listen}\"\naccess_log = false\nupstream_timeout = \"{}s\"\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:{be}\"\nunit = \"backend\"\n",
+        10 + extra.len()
+    );
+    for k in extra {
+        text += &format!(
+            "[[router.routes]]\nprefix = \"/r{k}/\"\nupstream = \"http://127.0.0.1:{be}\"\nstrip_prefix = true\n"
+        );
+    }
+    text
+}
+
+/// A backend and a router whose unit file the test rewrites.
+fn reload_stack(tag: &str) -> (Stack, u16) {
+    let d = TempDir::new(tag);
+    let (port, be) = (free_port(), free_port());
+    d.unit(
+        "backend",
+        &format!(
+            "[service]\ncommand = [\"python3\", \"{}\", \"{be}\", \"{}\"]\n[readiness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"100ms\"\n",
+            fixture("backend.py"),
+            free_port()
+        ),
+    );
+    d.unit("router", &reload_router(port, be, &[]));
+    let f = Flowinit::up(&d, Opts::default());
+    let s = Stack { f, _d: d, port };
+    s.ready();
+    s.f.wait_state("router", "running");
+    (s, be)
+}
+
+/// GET `path` on a fresh connection: the status, or what went wrong.
+fn try_get(port: u16, path: &str) -> Result<u16, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).map_err(|e| format!("read: {e}"))?;
+    let head = String::from_utf8_lossy(&all);
+    head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("no answer: {head:?}"))
+}
+
+#[test]
+fn reloads_reconfigure_the_router_without_refusing_a_connection() {
+    let (s, be) = reload_stack("reconfigure");
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+    let (stop, made) = (std::sync::Arc::new(AtomicBool::new(false)), std::sync::Arc::new(AtomicU32::new(0)));
+    let (port, flag, count) = (s.port, stop.clone(), made.clone());
+    let client = std::thread::spawn(move || {
+        let mut failures = Vec::new();
+        while !flag.load(Relaxed) {
+            match try_get(port, "/echo") {
+                Ok(200) => {}
+                other => failures.push(format!("{other:?}")),
+            }
+            count.fetch_add(1, Relaxed);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        failures
+    });
+    let mut extra = Vec::new();
+    for k in 0..20 {
+        extra.push(k);
+        s._d.unit(&format!("extra{k}"), "[service]\ncommand = [\"sleep\", \"1000\"]\n");
+        s._d.unit("router", &reload_router(s.port, be, &extra));
+        let before = made.load(Relaxed);
+        let (code, out, err) = s.f.ctl(&["reload"]);
+        assert_eq!(code, 0, "reload {k}: {out}{err}");
+        assert!(out.contains("changed: router"), "reload {k}: {out}");
+        // The new route answers (the router may take a moment to get it).
+        let path = format!("/r{k}/echo");
+        wait_for(&format!("route /r{k}/"), T, || (try_get(s.port, &path) == Ok(200)).then_some(()));
+        // Requests keep coming in between the reloads.
+        wait_for("the client's next requests", T, || (made.load(Relaxed) >= before + 2).then_some(()));
+    }
+    stop.store(true, Relaxed);
+    let failures = client.join().unwrap();
+    let total = made.load(Relaxed);
+    assert!(failures.is_empty(), "{} of {total} requests failed: {failures:?}", failures.len());
+    let router = s.f.wait_state("router", "running");
+    assert_eq!(router["restarts"], 0, "{router}");
+    let (_, details, _) = s.f.ctl(&["status", "router"]);
+    assert!(details.contains("/r19/"), "{details}");
+    let mut s = s;
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn a_listen_change_moves_the_router_and_closes_the_old_port() {
+    let (mut s, be) = reload_stack("relisten");
+    let old = s.port;
+    // A keep-alive connection on the old port, open across the move.
+    let mut kept = TcpStream::connect(("127.0.0.1", old)).unwrap();
+    kept.set_read_timeout(Some(T)).unwrap();
+    let mut kept_reader = BufReader::new(kept.try_clone().unwrap());
+    let ask = |w: &mut TcpStream, r: &mut BufReader<TcpStream>| {
+        w.write_all(b"GET /echo HTTP/1.1\r\nHost: h.test\r\n\r\n").unwrap();
+        let mut status = String::new();
+        r.read_line(&mut status).unwrap();
+        let mut len = 0;
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
+        status
+    };
+    assert!(ask(&mut kept, &mut kept_reader).contains(" 200 "));
+    // A busy address refuses the reload and changes nothing.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    s._d.unit("router", &reload_router(busy_port, be, &[]));
+    let (code, out, err) = s.f.ctl(&["reload"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("router.toml:2:") && err.contains(&format!("cannot listen on 127.0.0.1:{busy_port}")),
+        "{err}"
+    );
+    assert_eq!(try_get(old, "/echo"), Ok(200));
+    drop(busy);
+    let new = free_port();
+    s._d.unit("router", &reload_router(new, be, &[1]));
+    let (code, out, err) = s.f.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(try_get(new, "/r1/echo"), Ok(200));
+    wait_for("the old port to close", T, || try_get(old, "/echo").is_err().then_some(()));
+    assert!(try_get(old, "/echo").unwrap_err().contains("refused"));
+    // The connection accepted on the old socket still gets answers.
+    assert!(ask(&mut kept, &mut kept_reader).contains(" 200 "));
+    let (_, details, _) = s.f.ctl(&["status", "router"]);
+    assert!(details.contains(&format!("listen:     127.0.0.1:{new}")), "{details}");
+    s.port = new;
+    assert_eq!(s.f.stop(T), 0);
+}
+
+/// Raises this test process's soft RLIMIT_NOFILE to its hard limit (the
+/// flood below needs more than 1024 fds here).
+fn raise_own_nofile() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    lim.rlim_cur
+}
+
+/// What one flood connection has seen so far: None while nothing came
+/// (held by the router), Some(true) for the router's 503 or a close.
+fn answered(s: &mut TcpStream) -> Option<bool> {
+    let mut buf = [0u8; 512];
+    match s.read(&mut buf) {
+        Ok(0) => Some(true),
+        Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 503 ")),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(true),
+        Err(e) => panic!("reading a flood connection: {e}"),
+    }
+}
+
+#[test]
+fn a_connection_flood_leaves_pid1_its_fds_and_gets_503s() {
+    assert!(raise_own_nofile() >= 2400, "the test needs RLIMIT_NOFILE >= 2400");
+    let d = TempDir::new("flood");
+    let (port, be) = (free_port(), free_port());
+    d.unit(
+        "backend",
+        &format!(
+            "[unit]\ncritical = true\n[service]\ncommand = [\"python3\", \"{}\", \"{be}\", \"{}\"]\n[readiness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"100ms\"\n[liveness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"200ms\"\ntimeout = \"1s\"\nfailures = 1\n",
+            fixture("backend.py"),
+            free_port()
+        ),
+    );
+    d.unit(
+        "router",
+        &format!("[router]\nlisten = \"127.0.0.1:{port}\"\naccess_log = false\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:{be}\"\nunit = \"backend\"\n"),
+    );
+    // 1024 fds: the default limit is (1024 - 256) / 2 = 384 connections.
+    let opts = Opts { pid1: true, wrap: &["prlimit", "--nofile=1024:1024"], ..Opts::default() };
+    let mut f = Flowinit::up(&d, opts);
+    f.wait_state("backend", "ready");
+    f.wait_state("router", "running");
+    let mut flood: Vec<TcpStream> = (0..1100)
+        .map(|i| {
+            let s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("flood connection {i}: {e}"));
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let mut seen = vec![None; flood.len()];
+    let (held, refused) = wait_for("the connections over the limit to be answered", T, || {
+        for (s, seen) in flood.iter_mut().zip(seen.iter_mut()).filter(|(_, seen)| seen.is_none()) {
+            *seen = answered(s);
+        }
+        let held = seen.iter().filter(|s| s.is_none()).count();
+        (held <= 384).then(|| (held, seen.iter().filter(|s| **s == Some(true)).count()))
+    });
+    assert_eq!(held + refused, flood.len(), "every answer was a 503 or a close: {seen:?}");
+    assert!(held >= 300, "the router holds its {held} connections");
+    // Hold the flood for ten liveness intervals: the supervisor keeps
+    // answering, probing and its reserve of fds.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let (code, out, err) = f.ctl(&["status", "--json"]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(open_fds(f.pid) < 1024 - 256, "flowinit holds {} fds", open_fds(f.pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // One more over the limit: a quick 503, never a hang.
+    let start = Instant::now();
+    let mut extra = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut all = Vec::new();
+    let _ = extra.read_to_end(&mut all);
+    let took = start.elapsed();
+    let text = String::from_utf8_lossy(&all);
+    assert!(all.is_empty() || text.starts_with("HTTP/1.1 503 "), "{text}");
+    assert!(text.is_empty() || (text.contains("retry-after: 2") && text.contains("connection: close")), "{text}");
+    assert!(took < Duration::from_secs(4), "the answer over the limit took {took:?}");
+    assert!(f.try_exit().is_none(), "flowinit exited: {}", f.stderr());
+    let backend = f.wait_state("backend", "ready");
+    assert_eq!(backend["restarts"], 0, "{backend}");
+    drop(flood);
+    let ok = wait_for("a normal request after the flood", Duration::from_secs(5), || {
+        let r = get(port, "/echo");
+        (r.status == 200).then_some(r)
+    });
+    assert_eq!(ok.json()["path"], "/echo");
+    eprintln!("flood: {held} held, {refused} answered 503 or closed; one more over the limit answered in {took:?}");
+    assert_eq!(f.stop(T), 0);
+}
+
+#[test]
+fn out_of_fds_the_router_backs_off_logs_once_and_recovers() {
+    assert!(raise_own_nofile() >= 2400, "the test needs RLIMIT_NOFILE >= 2400");
+    let d = TempDir::new("emfile");
+    let (port, be) = (free_port(), free_port());
+    d.unit(
+        "backend",
+        &format!(
+            "[service]\ncommand = [\"python3\", \"{}\", \"{be}\", \"{}\"]\n[readiness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"100ms\"\n",
+            fixture("backend.py"),
+            free_port()
+        ),
+    );
+    // A limit above what 1024 fds allow: the router runs out of fds first.
+    d.unit(
+        "router",
+        &format!("[router]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 5000\naccess_log = false\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:{be}\"\n"),
+    );
+    let opts = Opts { pid1: true, wrap: &["prlimit", "--nofile=1024:1024"], ..Opts::default() };
+    let mut f = Flowinit::up(&d, opts);
+    f.wait_state("backend", "ready");
+    f.wait_log("max_connections = 5000 is more than the fd limit allows (384", T);
+    let flood: Vec<TcpStream> = (0..1100).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    f.wait_log("cannot accept connections: Too many open files", T);
+    // Backing off, it tries again a few times a second: still one line.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        assert!(f.try_exit().is_none(), "flowinit exited: {}", f.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(f.stderr().matches("cannot accept connections").count(), 1, "{}", f.stderr());
+    drop(flood);
+    let ok = wait_for("a normal request after the flood", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()?;
+        let r = get(port, "/echo");
+        (r.status == 200).then_some(r)
+    });
+    assert_eq!(ok.json()["path"], "/echo");
+    f.wait_log("accepting connections again", T);
+    assert_eq!(f.stop(T), 0);
 }

@@ -367,6 +367,40 @@ fn conflicting_or_malformed_response_framing_is_a_502_naming_the_problem() {
 }
 
 #[test]
+fn a_chunked_answer_with_a_content_length_reaches_the_client_chunked_and_whole() {
+    let mut s = raw_stack("upclchunked");
+    let mut c = Client::open(s.port);
+    // Content-Length: 3 beside chunked "hello": chunked wins (RFC 9112
+    // §6.3), and the client must not be told 3 bytes.
+    let r = c.get("/cl-chunked");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.header("content-length"), None, "{}", r.head);
+    assert_eq!(r.text(), "hello", "{}", r.head);
+    // The connection is still in step: the next answer is whole too.
+    let r = c.get("/id");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
+fn bad_chunk_framing_before_anything_was_sent_is_a_502() {
+    let mut s = raw_stack("upbadfirst");
+    let mut c = Client::open(s.port);
+    for (path, detail) in [
+        ("/badchunk-first", "malformed chunk size in the response"),
+        ("/http10-chunked", "Transfer-Encoding in an HTTP/1.0 response"),
+    ] {
+        let r = c.get(path);
+        assert_eq!(r.status, 502, "{path}: {}\n{}", r.head, r.text());
+        assert_eq!(r.json()["detail"], detail, "{path}");
+    }
+    assert_eq!(c.get("/id").status, 200);
+    let (_, details, _) = s.f.ctl(&["status", "router"]);
+    assert!(details.contains(" 2 upstream errors"), "{details}");
+    assert_eq!(s.f.stop(T), 0);
+}
+
+#[test]
 fn an_upstream_that_does_not_speak_http_gets_a_502_at_once() {
     let mut s = raw_stack("upgarbage");
     let mut c = Client::open(s.port);

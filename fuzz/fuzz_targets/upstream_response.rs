@@ -11,7 +11,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use flowinit_fuzz::router::framing::{body_length, decode, parse_head, Remaining};
+use flowinit_fuzz::router::framing::{body_length, check_chunked_start, decode, parse_head, Remaining};
 use hyper::{Method, StatusCode};
 use libfuzzer_sys::fuzz_target;
 
@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
         _ => None,
     };
 
+    let refused_early = matches!(remaining, Remaining::Chunked(_)) && check_chunked_start(&buf).is_err();
     let mut body = 0u64;
     let mut steps = 0usize;
     loop {
@@ -81,6 +82,7 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => return,
         }
     }
+    assert!(!refused_early, "check_chunked_start refused a body that decodes");
     assert!(body as usize <= stream.len() - head_end, "more body than bytes sent");
     if let Some(n) = length {
         assert!(body <= n, "a Content-Length body overran: {body} > {n}");

@@ -32,6 +32,7 @@ pub struct RawRouter {
     pub access_log: Option<bool>,
     pub access_log_skip: Option<Vec<String>>,
     pub trust_forwarded: Option<bool>,
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -55,6 +55,9 @@ pub struct RouterSpec {
     /// Keep X-Forwarded-* from the client (behind a trusted load balancer)
     /// instead of replacing them.
     pub trust_forwarded: bool,
+    /// Client connections served at once; None: derived from the fd limit
+    /// when the router starts (`router::connection_limit`).
+    pub max_connections: Option<u32>,
 }
 
 /// A line and column in a unit file (1-based).

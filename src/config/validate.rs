@@ -287,6 +287,11 @@ fn build_unit<'a>(
     })
 }
 
+/// A bound on `max_connections` that no fd limit reaches (each connection
+/// needs at least one fd; Linux caps RLIMIT_NOFILE at about 2^30 but
+/// nothing serves millions of connections from PID 1).
+const MAX_ROUTER_CONNECTIONS: u32 = 10_000_000;
+
 fn build_router(
     file: &FileCtx,
     raw: Spanned<raw::RawRouter>,
@@ -350,6 +355,16 @@ fn build_router(
     if r.routes.is_empty() {
         errors.push(file.error(Some(r.listen.span()), "a router needs at least one [[router.routes]]".into()));
     }
+    let max_connections = r.max_connections.as_ref().and_then(|m| match u32::try_from(*m.get_ref()) {
+        Ok(n) if (1..=MAX_ROUTER_CONNECTIONS).contains(&n) => Some(n),
+        _ => {
+            errors.push(file.error(
+                Some(m.span()),
+                format!("max_connections must be between 1 and {MAX_ROUTER_CONNECTIONS}, not {}", m.get_ref()),
+            ));
+            None
+        }
+    });
     let (line, column) = line_col(file.text, r.listen.span().start);
     let spec = RouterSpec {
         listen: listen?,
@@ -362,6 +377,7 @@ fn build_router(
         access_log: r.access_log.unwrap_or(true),
         access_log_skip: r.access_log_skip.unwrap_or_else(|| vec!["/api/v1/ping".into()]),
         trust_forwarded: r.trust_forwarded.unwrap_or(false),
+        max_connections,
     };
     (errors.len() == before).then_some(spec)
 }
@@ -935,6 +951,28 @@ mod tests {
         let errs = load(&[("a", "[service]\ncommand = [\"true\"]\nstop_timeout = \"ten\"\n")]).unwrap_err();
         assert_eq!(errs.len(), 1);
         assert!(errs[0].starts_with("u/a.toml:3:16: unit a: invalid duration \"ten\""), "{}", errs[0]);
+    }
+
+    #[test]
+    fn max_connections_is_checked_with_its_position() {
+        let router = |max: &str| {
+            format!("[router]\nlisten = \"127.0.0.1:1\"\nmax_connections = {max}\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:2\"\n")
+        };
+        let set = load(&[("r", &router("500"))]).unwrap();
+        assert_eq!(set.units[0].router.as_ref().unwrap().max_connections, Some(500));
+        for bad in ["0", "-1", "99999999999"] {
+            let errs = load(&[("r", &router(bad))]).unwrap_err();
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert!(
+                errs[0].starts_with(&format!(
+                    "u/r.toml:3:19: unit r: max_connections must be between 1 and 10000000, not {bad}"
+                )),
+                "{}",
+                errs[0]
+            );
+        }
+        let text = "[router]\nlisten = \"127.0.0.1:1\"\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:2\"\n";
+        assert_eq!(load(&[("r", text)]).unwrap().units[0].router.as_ref().unwrap().max_connections, None);
     }
 
     #[test]

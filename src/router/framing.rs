@@ -25,6 +25,8 @@ pub struct Head {
     pub headers: HeaderMap,
     /// HTTP/1.1 without `Connection: close`: the connection may be reused.
     pub keep_alive: bool,
+    /// The status line says HTTP/1.1 (not 1.0).
+    pub http11: bool,
 }
 
 /// Takes a response head off the front of `buf`, or None while it is
@@ -68,7 +70,7 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Failure> {
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-    Ok(Some(Head { status, headers, keep_alive: http11 && !close }))
+    Ok(Some(Head { status, headers, keep_alive: http11 && !close, http11 }))
 }
 
 /// How a response body is delimited (RFC 9112 §6.3).
@@ -78,6 +80,12 @@ pub fn body_length(method: &Method, head: &Head) -> Result<Remaining, Failure> {
         return Ok(Remaining::Length(0));
     }
     let te: Vec<&HeaderValue> = head.headers.get_all(TRANSFER_ENCODING).iter().collect();
+    if !te.is_empty() && !head.http11 {
+        // HTTP/1.0 has no transfer-codings (RFC 9112 §6.1): a sender that
+        // uses one anyway cannot be trusted to frame it (hyper refuses it
+        // too).
+        return Err("Transfer-Encoding in an HTTP/1.0 response".into());
+    }
     if !te.is_empty() {
         // The router forwards no transfer-coding but chunked, which it
         // decodes (the client gets its own framing).
@@ -101,6 +109,46 @@ pub fn body_length(method: &Method, head: &Head) -> Result<Remaining, Failure> {
         length = Some(n);
     }
     Ok(length.map_or(Remaining::UntilClose, Remaining::Length))
+}
+
+/// The size of a chunk-size line (CRLF or LF excluded; extensions
+/// allowed), or None when it is not 1 to 16 hex digits.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let digits = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
+    std::str::from_utf8(digits)
+        .ok()
+        .filter(|d| !d.is_empty() && d.len() <= 16)
+        .and_then(|d| u64::from_str_radix(d, 16).ok())
+}
+
+/// Checks the chunked framing of the body bytes that came with a response
+/// head (`buf`, not consumed), as far as they go: every complete chunk-size
+/// line, and the CRLF after each complete chunk. A body whose framing is
+/// already broken there is refused before its head goes to the client
+/// (a 502 instead of a 200 cut off at once); what comes later can only cut
+/// the client's connection. Nothing is copied.
+pub fn check_chunked_start(mut buf: &[u8]) -> Result<(), Failure> {
+    loop {
+        let Some(eol) = memchr::memchr(b'\n', buf) else {
+            return if buf.len() > MAX_CHUNK_LINE { Err("chunk-size line too long".into()) } else { Ok(()) };
+        };
+        let size = chunk_size(&buf[..eol]).ok_or("malformed chunk size in the response")?;
+        if size == 0 {
+            // The trailers are checked as they are decoded.
+            return Ok(());
+        }
+        let rest = &buf[eol + 1..];
+        let Some(end) = usize::try_from(size).ok().filter(|s| *s < rest.len()) else { return Ok(()) };
+        let crlf = &rest[end..rest.len().min(end + 2)];
+        if !b"\r\n".starts_with(crlf) {
+            return Err("no CRLF after a chunk in the response".into());
+        }
+        if crlf.len() < 2 {
+            return Ok(());
+        }
+        buf = &rest[end + 2..];
+    }
 }
 
 /// Where a chunked body's decoder is.
@@ -150,13 +198,7 @@ pub fn decode(remaining: &mut Remaining, buf: &mut BytesMut) -> Result<Option<Op
             let Some(eol) = memchr::memchr(b'\n', buf) else {
                 return if buf.len() > MAX_CHUNK_LINE { Err(bad("chunk-size line too long")) } else { Ok(None) };
             };
-            let line = buf[..eol].strip_suffix(b"\r").unwrap_or(&buf[..eol]);
-            let digits = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
-            let size = std::str::from_utf8(digits)
-                .ok()
-                .filter(|d| !d.is_empty() && d.len() <= 16)
-                .and_then(|d| u64::from_str_radix(d, 16).ok())
-                .ok_or_else(|| bad("malformed chunk size"))?;
+            let size = chunk_size(&buf[..eol]).ok_or_else(|| bad("malformed chunk size"))?;
             buf.advance(eol + 1);
             *remaining = Remaining::Chunked(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) });
             return decode(remaining, buf);
@@ -307,5 +349,23 @@ mod tests {
             assert!(decode_all(bad, 4).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         assert!(decode_all(b"3\r\nab", 1).is_err(), "a truncated body is an error");
+    }
+
+    #[test]
+    fn the_start_of_a_chunked_body_is_checked_as_far_as_it_goes() {
+        for ok in [&b""[..], b"5", b"5\r\nhel", b"5\r\nhello\r", b"5\r\nhello\r\n3;x=y\r\nab", b"0\r\nX: 1\r\n"] {
+            assert_eq!(check_chunked_start(ok), Ok(()), "{:?}", String::from_utf8_lossy(ok));
+        }
+        for bad in [&b"zz\r\nhello"[..], b"5\r\nhelloXY", b"5\r\nhello\rX", b"\r\n", b"11111111111111111\r\n"] {
+            assert!(check_chunked_start(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(decode_all(bad, 3).is_err(), "decode agrees on {:?}", String::from_utf8_lossy(bad));
+        }
+        assert!(check_chunked_start(&[b'1'; MAX_CHUNK_LINE + 1]).is_err());
+    }
+
+    #[test]
+    fn transfer_encoding_on_http10_is_refused() {
+        let h = head("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(body_length(&Method::GET, &h).is_err());
     }
 }

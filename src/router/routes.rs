@@ -36,8 +36,19 @@ const HOP_BY_HOP: [&str; 7] = [
     "transfer-encoding",
 ];
 
-/// Removes the headers named in `Connection` (they may name anything),
-/// and the fixed hop-by-hop set. `Upgrade` goes too unless this is an
+/// Headers a `Connection` value may not remove (RFC 9110 §7.6.1 lets a
+/// sender name any field, but a proxy must not let a client strip what the
+/// next hop relies on): the Host the upstream routes by, and the
+/// forwarding headers a trusted proxy in front of us added (naming
+/// `X-Forwarded-For` would otherwise erase the load balancer's record of
+/// the real client, with `trust_forwarded = true`).
+fn protected(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    *name == HOST || n.starts_with("x-forwarded-") || n == "forwarded" || n == "x-real-ip"
+}
+
+/// Removes the headers named in `Connection` (any but the `protected`
+/// ones), and the fixed hop-by-hop set. `Upgrade` goes too unless this is an
 /// upgrade being passed through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let hop = |k: &HeaderName| (*k == UPGRADE && !keep_upgrade) || HOP_BY_HOP.contains(&k.as_str());
@@ -58,6 +69,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 .keys()
                 .find(|k| {
                     *k != CONNECTION
+                        && !protected(k)
                         && !(keep_upgrade && *k == UPGRADE)
                         && t.eq_ignore_ascii_case(k.as_str().as_bytes())
                 })
@@ -73,6 +85,67 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// Longest request method accepted. The longest registered one
+/// (`UPDATEREDIRECTREF`, IANA's method registry) has 17 characters;
+/// anything much longer is garbage or an attack on the logs.
+pub const MAX_METHOD_LEN: usize = 32;
+
+/// The request's `Host`: exactly one, and a valid `host[:port]`
+/// (RFC 9110 §7.2, RFC 3986 §3.2.2), or the client gets a 400 as from
+/// nginx. No Host at all is left to the caller (HTTP/1.0).
+pub fn check_host(headers: &HeaderMap) -> Result<(), &'static str> {
+    let mut all = headers.get_all(HOST).iter();
+    let Some(host) = all.next() else { return Ok(()) };
+    if all.next().is_some() {
+        return Err("more than one Host header");
+    }
+    if valid_host(host.as_bytes()) {
+        Ok(())
+    } else {
+        Err("invalid Host header")
+    }
+}
+
+/// `reg-name / IPv4 / [IPv6]`, then an optional `:port`; not empty.
+fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = match v.first() {
+        Some(b'[') => match memchr::memchr(b']', v) {
+            Some(end) => {
+                let inner = &v[1..end];
+                let ok = !inner.is_empty() && inner.iter().all(|b| b.is_ascii_hexdigit() || b":.".contains(b));
+                if !ok {
+                    return false;
+                }
+                (&v[..=end], &v[end + 1..])
+            }
+            None => return false,
+        },
+        _ => match memchr::memrchr(b':', v) {
+            Some(i) => (&v[..i], &v[i..]),
+            None => (v, &b""[..]),
+        },
+    };
+    let reg_name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(b);
+    let port_ok = port.is_empty() || (port[0] == b':' && port[1..].iter().all(u8::is_ascii_digit));
+    !host.is_empty() && (host[0] == b'[' || host.iter().all(reg_name)) && port_ok
+}
+
+/// Removes request headers whose name has an underscore, as nginx does by
+/// default (`underscores_in_headers off`): CGI, WSGI, PHP and others map
+/// `X-Forwarded-For` and `X_Forwarded_For` to the same variable
+/// (`HTTP_X_FORWARDED_FOR`), so a client could smuggle a value past the
+/// header the router set. True if any was removed.
+pub fn drop_underscored(headers: &mut HeaderMap) -> bool {
+    let underscored = |k: &HeaderName| memchr::memchr(b'_', k.as_str().as_bytes()).is_some();
+    if !headers.keys().any(underscored) {
+        return false;
+    }
+    while let Some(name) = headers.keys().find(|k| underscored(k)).cloned() {
+        headers.remove(name);
+    }
+    true
 }
 
 /// Request smuggling defences for what reaches us: a request may not carry
@@ -200,6 +273,47 @@ mod tests {
         let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         names.sort();
         assert_eq!(names, ["trailer", "x-kept"]);
+    }
+
+    #[test]
+    fn connection_cannot_name_host_or_forwarding_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("close, Host, X-Forwarded-For, Forwarded, x-real-ip, X-Other"));
+        for name in ["host", "x-forwarded-for", "forwarded", "x-real-ip", "x-other"] {
+            h.insert(name, HeaderValue::from_static("v"));
+        }
+        strip_hop_by_hop(&mut h, false);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["forwarded", "host", "x-forwarded-for", "x-real-ip"]);
+    }
+
+    #[test]
+    fn hosts() {
+        for ok in ["a.example", "a.example:8080", "127.0.0.1:3000", "[::1]:3000", "[::1]", "xn--bcher-kva.example"] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["", "a.example b", "a/b", "a.example:80x", "[::1", "[]:80", "a@b", "a\\b", ":80", "[::1]x"] {
+            assert!(!valid_host(bad.as_bytes()), "{bad:?}");
+        }
+        let mut h = HeaderMap::new();
+        assert!(check_host(&h).is_ok());
+        h.append(HOST, HeaderValue::from_static("a.example"));
+        assert!(check_host(&h).is_ok());
+        h.append(HOST, HeaderValue::from_static("a.example"));
+        assert_eq!(check_host(&h), Err("more than one Host header"));
+    }
+
+    #[test]
+    fn underscored_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert("x_forwarded_for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        h.append("a_b", HeaderValue::from_static("1"));
+        h.append("a_b", HeaderValue::from_static("2"));
+        assert!(drop_underscored(&mut h));
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+        assert!(!drop_underscored(&mut h));
     }
 
     #[test]

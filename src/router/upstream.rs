@@ -80,6 +80,39 @@ impl Upstreams {
 
 pub use framing::Failure;
 
+/// Why an exchange gave no response.
+#[derive(Debug)]
+pub enum ExchangeError {
+    /// The upstream failed (the client's 502), in a few words.
+    Upstream(Failure),
+    /// The client's request body could not be read (bad chunked framing,
+    /// the client went away): the client's fault, a 400, not the upstream's.
+    Client(String),
+}
+
+impl From<Failure> for ExchangeError {
+    fn from(why: Failure) -> ExchangeError {
+        ExchangeError::Upstream(why)
+    }
+}
+
+/// Why a request could not be sent.
+enum SendError {
+    /// Reading the client's body failed.
+    Client(hyper::Error),
+    /// Writing to the upstream failed.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Client(e) => write!(f, "client body: {e}"),
+            SendError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
 /// Connects to `addr` within `timeout`, without Nagle.
 pub async fn connect(addr: &str, timeout: Duration) -> Result<UpConn, Failure> {
     let io = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -223,13 +256,13 @@ struct Outgoing {
 
 impl Outgoing {
     /// Writes what it can; Ready(Ok) once the whole request is out.
-    fn poll_send(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_send(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
         loop {
             while !self.pending.is_empty() {
                 let (slices, count) = self.pending.slices();
-                let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?;
+                let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count])).map_err(SendError::Io)?;
                 if n == 0 {
-                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                    return Poll::Ready(Err(SendError::Io(std::io::ErrorKind::WriteZero.into())));
                 }
                 self.sent += n as u64;
                 self.pending.advance(n);
@@ -251,7 +284,7 @@ impl Outgoing {
                         }
                     }
                 },
-                Some(Err(e)) => return Poll::Ready(Err(std::io::Error::other(format!("client body: {e}")))),
+                Some(Err(e)) => return Poll::Ready(Err(SendError::Client(e))),
                 None => {
                     self.body = None;
                     if self.framing == RequestFraming::Chunked {
@@ -293,6 +326,8 @@ struct Broken {
     unsent: bool,
     /// A response byte arrived: the upstream answered, however badly.
     answered: bool,
+    /// The client's body failed, not the upstream.
+    client: bool,
 }
 
 /// Sends the request and reads the response head, skipping interim (1xx)
@@ -304,12 +339,21 @@ async fn round_trip(conn: &mut UpConn, out: &mut Outgoing) -> Result<(Head, Sent
         if sending {
             match out.poll_send(&mut conn.io, cx) {
                 Poll::Ready(Ok(())) => sending = false,
-                Poll::Ready(Err(e)) => {
+                Poll::Ready(Err(SendError::Client(e))) => {
+                    let why = format!("bad request body ({e})");
+                    return Poll::Ready(Err(Broken { why, unsent: false, answered: false, client: true }));
+                }
+                Poll::Ready(Err(SendError::Io(e))) => {
                     // The upstream may have answered and closed without
                     // reading the body: take what it said, if anything.
                     if conn.buf.is_empty() && !matches!(poll_fill(conn, cx), Poll::Ready(Ok(n)) if n > 0) {
                         let unsent = out.sent == 0;
-                        return Poll::Ready(Err(Broken { why: describe_io(&e), unsent, answered: false }));
+                        return Poll::Ready(Err(Broken {
+                            why: describe_io(&e),
+                            unsent,
+                            answered: false,
+                            client: false,
+                        }));
                     }
                     (sending, cut) = (false, true);
                 }
@@ -330,7 +374,7 @@ async fn round_trip(conn: &mut UpConn, out: &mut Outgoing) -> Result<(Head, Sent
                 return Poll::Ready(Ok((head, sent)));
             }
             Ok(None) => {}
-            Err(why) => return Poll::Ready(Err(Broken { why, unsent: false, answered: true })),
+            Err(why) => return Poll::Ready(Err(Broken { why, unsent: false, answered: true, client: false })),
         }
         let answered = !conn.buf.is_empty();
         match ready!(poll_fill(conn, cx)) {
@@ -340,10 +384,17 @@ async fn round_trip(conn: &mut UpConn, out: &mut Outgoing) -> Result<(Head, Sent
                 } else {
                     "connection closed before a response"
                 };
-                return Poll::Ready(Err(Broken { why: why.into(), unsent: out.sent == 0, answered }));
+                return Poll::Ready(Err(Broken { why: why.into(), unsent: out.sent == 0, answered, client: false }));
             }
             Ok(_) => {}
-            Err(e) => return Poll::Ready(Err(Broken { why: describe_io(&e), unsent: out.sent == 0, answered })),
+            Err(e) => {
+                return Poll::Ready(Err(Broken {
+                    why: describe_io(&e),
+                    unsent: out.sent == 0,
+                    answered,
+                    client: false,
+                }))
+            }
         }
     })
     .await
@@ -373,7 +424,7 @@ pub async fn exchange(
     addr: &str,
     req: Request<Incoming>,
     connect_timeout: Duration,
-) -> Result<Exchanged, Failure> {
+) -> Result<Exchanged, ExchangeError> {
     let framing = if req.body().is_end_stream() {
         RequestFraming::None
     } else if req.headers().contains_key(CONTENT_LENGTH) {
@@ -388,7 +439,7 @@ pub async fn exchange(
     let mut out = Outgoing { pending: first(&parts), body, framing, sent: 0 };
     let (slot, kept) = ups.take(addr);
     let mut conn = kept.and_then(|mut c| (!went_stale(&mut c)).then_some(c));
-    let (conn, head, sent) = loop {
+    let (conn, mut head, sent) = loop {
         let reused = conn.is_some();
         let mut c = match conn.take() {
             Some(c) => c,
@@ -396,6 +447,7 @@ pub async fn exchange(
         };
         match round_trip(&mut c, &mut out).await {
             Ok((h, sent)) => break (c, h, sent),
+            Err(b) if b.client => return Err(ExchangeError::Client(b.why)),
             Err(b) if reused && !b.answered && (b.unsent || replayable) => {
                 tracing::debug!(
                     "router: {addr} closed a kept connection under a request ({}); sending it again on a new one",
@@ -404,10 +456,16 @@ pub async fn exchange(
                 out.pending = first(&parts);
                 out.sent = 0;
             }
-            Err(b) => return Err(b.why),
+            Err(b) => return Err(ExchangeError::Upstream(b.why)),
         }
     };
     let remaining = body_length(&parts.method, &head)?;
+    if let Remaining::Chunked(_) = remaining {
+        // Chunked wins over a Content-Length beside it (RFC 9112 §6.3); the
+        // client gets its own framing, never the upstream's length.
+        head.headers.remove(CONTENT_LENGTH);
+        framing::check_chunked_start(&conn.buf)?;
+    }
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
         let mut response = Response::new(UpstreamBody::empty());
         *response.status_mut() = head.status;

@@ -2,6 +2,9 @@
 //! events as a service's unit task, but what it runs is the in-process HTTP
 //! router. Ready as soon as it listens; stopping stops accepting and drains
 //! requests in flight within stop_timeout (or the caller's deadline).
+//! A reload that changes the router's configuration reaches it as
+//! `UnitCmd::Reconfigure`: applied to the running router without a stop,
+//! and its listen socket is never closed and bound again.
 
 use super::state::State;
 use super::unit_task::{UnitCmd, UnitEvent, UnitStatus};
@@ -9,7 +12,7 @@ use crate::api::{Readiness, RouterStats};
 use crate::config::unit::RouterSpec;
 use crate::logs::forward::{emit, UnitLog};
 use crate::logs::{LogSink, Stream};
-use crate::router::{serve_on_own_thread, Beside, Router};
+use crate::router::{serve_on_own_thread, Beside, NewConfig, Router};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -17,8 +20,9 @@ use tokio::sync::{mpsc, watch};
 /// Access-log lines waiting for output; more are dropped, never waited for.
 const ACCESS_LOG_QUEUE: usize = 4096;
 
-/// A router unit's new definition: new connections get `spec`; when the
-/// listen address changed, `listener` is the new address, already bound.
+/// A reload's change to a router unit: its new configuration, and the
+/// socket of its new `listen` address when that changed (bound by the
+/// manager before the reload is accepted).
 #[derive(Debug)]
 pub struct RouterChange {
     pub spec: Arc<RouterSpec>,
@@ -28,8 +32,7 @@ pub struct RouterChange {
 pub struct RouterTask {
     pub id: u64,
     pub spec: Arc<RouterSpec>,
-    /// A duplicate of the listen socket flowinit keeps, for the next run;
-    /// given with each start (a `Reconfigure` while idle).
+    /// Bound at start-up; taken by the first start (later starts re-bind).
     pub listener: Option<std::net::TcpListener>,
     pub log: UnitLog,
     pub sink: LogSink,
@@ -56,24 +59,26 @@ impl RouterTask {
         while let Some(cmd) = self.cmds.recv().await {
             match cmd {
                 UnitCmd::Start => self.serve_until_stopped(&mut status).await,
-                UnitCmd::Reconfigure(change) => {
-                    self.spec = change.spec;
-                    if let Some(l) = change.listener {
-                        self.listener = Some(l);
-                    }
-                }
+                UnitCmd::Reconfigure(change) => self.keep(*change),
                 UnitCmd::Stop { .. } if !status.state.is_settled() => {
                     self.report(&mut status, State::Stopped, None).await;
                 }
-                _ => {}
+                UnitCmd::Stop { .. } | UnitCmd::Hurry { .. } => {}
             }
+        }
+    }
+
+    /// A change while the router is not serving: for its next start.
+    fn keep(&mut self, change: RouterChange) {
+        self.spec = change.spec;
+        if let Some(l) = change.listener {
+            self.listener = Some(l);
         }
     }
 
     async fn serve_until_stopped(&mut self, status: &mut UnitStatus) {
         let name = self.log.name.clone();
         let addr = self.spec.listen;
-        // flowinit keeps the socket; each run serves on a duplicate of its own.
         let bound = match self.listener.take() {
             Some(l) => Ok(l),
             None => crate::router::bind(addr),
@@ -82,19 +87,17 @@ impl RouterTask {
             Ok(l) => l,
             Err(e) => return self.fail(status, format!("cannot listen on {addr}: {e}")).await,
         };
-        let mut access_writer = None;
-        let access = self.spec.access_log.then(|| {
-            let (tx, mut rx) = mpsc::channel::<String>(ACCESS_LOG_QUEUE);
-            let (log, sink) = (self.log.clone(), self.sink.clone());
-            access_writer = Some(Box::pin(async move {
-                let mut lines = Vec::new();
-                while rx.recv_many(&mut lines, 256).await > 0 {
-                    emit(&log, Stream::Stdout, &sink, &lines).await;
-                    lines.clear();
-                }
-            }) as Beside);
-            tx
-        });
+        // Always there: a reload may turn the access log on.
+        let (access, mut rx) = mpsc::channel::<String>(ACCESS_LOG_QUEUE);
+        let (log, sink) = (self.log.clone(), self.sink.clone());
+        let access_writer = Some(Box::pin(async move {
+            let mut lines = Vec::new();
+            while rx.recv_many(&mut lines, 256).await > 0 {
+                emit(&log, Stream::Stdout, &sink, &lines).await;
+                lines.clear();
+            }
+        }) as Beside);
+        let access = Some(access);
         let (stop_tx, stop_rx) = watch::channel(false);
         let router = Arc::new(Router::new(
             self.spec.clone(),
@@ -104,7 +107,8 @@ impl RouterTask {
             stop_rx.clone(),
         ));
         let (drain_tx, drain_rx) = watch::channel(tokio::time::Instant::now());
-        let mut server = match serve_on_own_thread(listener, router, stop_rx, drain_rx, access_writer) {
+        let (reconfigure, changes) = mpsc::channel::<NewConfig>(4);
+        let mut server = match serve_on_own_thread(listener, router, stop_rx, drain_rx, changes, access_writer) {
             Ok(done) => done,
             Err(e) => return self.fail(status, format!("cannot start the router's thread: {e}")).await,
         };
@@ -135,6 +139,16 @@ impl RouterTask {
                     None => {
                         let _ = stop_tx.send(true);
                         return;
+                    }
+                    Some(UnitCmd::Reconfigure(change)) => {
+                        let RouterChange { spec, listener } = *change;
+                        let moved = listener.as_ref().map(|_| spec.listen);
+                        self.spec = spec.clone();
+                        let _ = reconfigure.send(NewConfig { spec, listener }).await;
+                        match moved {
+                            Some(to) => tracing::info!("unit {name}: reconfigured; moving to {to}"),
+                            None => tracing::info!("unit {name}: reconfigured"),
+                        }
                     }
                     Some(_) => {}
                 },

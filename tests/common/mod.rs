@@ -95,6 +95,9 @@ pub struct Opts<'a> {
     /// Start flowinit with SIGUSR2 ignored and SIGUSR1 blocked, as a careless
     /// parent might: neither may leak into the services.
     pub dirty_signals: bool,
+    /// A command that runs flowinit, e.g. `["prlimit", "--nofile=1024:1024"]`
+    /// (it must exec flowinit, so that the pid is flowinit's).
+    pub wrap: &'a [&'a str],
 }
 
 impl Flowinit {
@@ -114,7 +117,11 @@ impl Flowinit {
         argv.extend(opts.args.iter().map(|s| s.to_string()));
         let mut cmd = if opts.pid1 {
             let mut c = Command::new("unshare");
-            c.args(["-pf", "--mount-proc", BIN]);
+            c.args(["-pf", "--mount-proc"]).args(opts.wrap).arg(BIN);
+            c
+        } else if let Some((first, rest)) = opts.wrap.split_first() {
+            let mut c = Command::new(first);
+            c.args(rest).arg(BIN);
             c
         } else {
             Command::new(BIN)
