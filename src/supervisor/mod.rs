@@ -39,7 +39,8 @@ pub async fn run(
         Ok(code) => code,
         Err(e) => {
             tracing::error!("flowinit's supervisor crashed ({e}); stopping every process and exiting 1");
-            manager::kill_everything(std::time::Duration::from_secs(2)).await;
+            crate::process::sweep::terminate_descendants(std::time::Instant::now() + std::time::Duration::from_secs(2))
+                .await;
             1
         }
     }

@@ -145,15 +145,7 @@ impl Manager {
                     let id = self.request_id(None);
                     self.reload(id).await;
                 }
-                Some(ev) = self.events.recv() => {
-                    // Everything already queued, then one decision.
-                    let mut batch = Vec::new();
-                    self.take_event(ev, &mut batch);
-                    while let Ok(ev) = self.events.try_recv() {
-                        self.take_event(ev, &mut batch);
-                    }
-                    self.feed(batch).await;
-                }
+                Some(ev) = self.events.recv() => self.feed_events(ev).await,
                 Some(msg) = self.control.recv() => {
                     let id = self.request_id(Some(msg.reply));
                     match msg.request {
@@ -174,11 +166,18 @@ impl Manager {
         }
     }
 
-    /// A unit task's event, unless its task was replaced since.
-    fn take_event(&self, ev: UnitEvent, batch: &mut Vec<Event>) {
-        if let Some(&slot) = self.task_slots.get(&ev.id) {
-            batch.push(Event::Status { slot, status: ev.status });
+    /// `first` and every unit event already queued, then one decision.
+    /// Events of a task that was replaced since are stale and dropped.
+    async fn feed_events(&mut self, first: UnitEvent) {
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(ev) = next {
+            if let Some(&slot) = self.task_slots.get(&ev.id) {
+                batch.push(Event::Status { slot, status: ev.status });
+            }
+            next = self.events.try_recv().ok();
         }
+        self.feed(batch).await;
     }
 
     fn request_id(&mut self, reply: Option<oneshot::Sender<Reply>>) -> RequestId {
@@ -382,11 +381,7 @@ impl Manager {
                 break code;
             }
             tokio::select! {
-                Some(ev) = self.events.recv() => {
-                    let mut batch = Vec::new();
-                    self.take_event(ev, &mut batch);
-                    self.feed(batch).await;
-                }
+                Some(ev) = self.events.recv() => self.feed_events(ev).await,
                 _ = sleep_until(grace.into()) => break self.plan.exit_code(),
             }
         };
@@ -431,10 +426,4 @@ fn open_log_file(
 fn set_prefix_width(units: &[Unit]) {
     let width = units.iter().map(|u| u.log.prefix.len()).max().unwrap_or(0).max("flowinit".len());
     crate::logs::events::set_prefix_width(width);
-}
-
-/// Last resort after an internal error: SIGTERM to every descendant, SIGKILL
-/// to what is left after `grace`.
-pub async fn kill_everything(grace: Duration) {
-    sweep::terminate_descendants(Instant::now() + grace).await;
 }
