@@ -4,7 +4,7 @@
 //! `Response` alike).
 #![no_main]
 
-use flowinit_fuzz::control::protocol::{Envelope, Response, MAX_REQUEST};
+use flowinit::control::protocol::{Envelope, Response, MAX_REQUEST};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

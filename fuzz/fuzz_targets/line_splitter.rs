@@ -13,7 +13,7 @@
 //! seed for the chunk sizes, the rest = the stream.
 #![no_main]
 
-use flowinit_fuzz::logs::split::LineSplitter;
+use flowinit::logs::split::LineSplitter;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,8 @@
 //! Router request path: route choice and header rewriting on whatever a
 //! client can send. Never panics; after `strip_hop_by_hop(…, false)` no
-//! hop-by-hop header and no header named in any original `Connection`
-//! value is left; `set_forwarded` always leaves exactly one
+//! hop-by-hop header is left, nor any header an original `Connection`
+//! value names, except the `protected` ones (Host and the forwarding
+//! headers), which stay; `set_forwarded` always leaves exactly one
 //! X-Forwarded-For ending with the peer and never trusts a client's
 //! forwarding headers unless told to; `check_framing` passes only a body
 //! framed by at most one of Content-Length and a lone `chunked`.
@@ -13,24 +14,15 @@
 //! would. Lines end in "\n" with an optional "\r".
 #![no_main]
 
-use flowinit_fuzz::config::unit::Route;
-use flowinit_fuzz::router::routes::{
-    check_framing, peer_value, pick, set_forwarded, strip_hop_by_hop, upstream_path, wants_upgrade,
+use flowinit::config::unit::Route;
+use flowinit::router::routes::{
+    check_framing, peer_value, pick, set_forwarded, strip_hop_by_hop, upstream_path, wants_upgrade, HOP_BY_HOP,
+    protected,
 };
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use libfuzzer_sys::fuzz_target;
 use std::net::IpAddr;
 use std::sync::OnceLock;
-
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "transfer-encoding",
-];
 
 fn routes() -> &'static [Route] {
     static ROUTES: OnceLock<Vec<Route>> = OnceLock::new();
@@ -156,7 +148,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(!plain.contains_key(n), "hop-by-hop {n} survived strip_hop_by_hop");
     }
     for n in &named {
-        assert!(!plain.contains_key(n), "{n}, named in Connection, survived strip_hop_by_hop");
+        if protected(n) {
+            // Host and the forwarding headers stay whatever Connection says.
+            assert_eq!(plain.contains_key(n), headers.contains_key(n), "{n} is protected, yet Connection removed it");
+        } else {
+            assert!(!plain.contains_key(n), "{n}, named in Connection, survived strip_hop_by_hop");
+        }
     }
     for (n, v) in &plain {
         assert!(headers.get_all(n).iter().any(|x| x == v), "strip_hop_by_hop invented {n}: {v:?}");
@@ -173,7 +170,7 @@ fuzz_target!(|data: &[u8]| {
     for n in HOP_BY_HOP.iter().copied().filter(|n| *n != "connection") {
         assert!(!kept.contains_key(n), "hop-by-hop {n} survived strip_hop_by_hop(keep_upgrade)");
     }
-    for n in named.iter().filter(|n| **n != UPGRADE && **n != CONNECTION) {
+    for n in named.iter().filter(|n| **n != UPGRADE && **n != CONNECTION && !protected(n)) {
         assert!(!kept.contains_key(n), "{n}, named in Connection, survived strip_hop_by_hop(keep_upgrade)");
     }
 

@@ -7,8 +7,8 @@
 //! web, db, api by position. Each file is also fed to `expand` directly.
 #![no_main]
 
-use flowinit_fuzz::config::expand::{expand, ExpandError};
-use flowinit_fuzz::config::validate::{load_files, LoadContext};
+use flowinit::config::expand::{expand, ExpandError};
+use flowinit::config::validate::{load_files, LoadContext};
 use libfuzzer_sys::fuzz_target;
 use std::path::PathBuf;
 use std::sync::OnceLock;

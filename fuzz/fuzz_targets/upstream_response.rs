@@ -11,7 +11,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use flowinit_fuzz::router::framing::{body_length, check_chunked_start, decode, parse_head, Remaining};
+use flowinit::router::framing::{body_length, check_chunked_start, decode, parse_head, Remaining};
 use hyper::{Method, StatusCode};
 use libfuzzer_sys::fuzz_target;
 

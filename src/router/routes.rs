@@ -26,7 +26,7 @@ pub fn upstream_path(route: &Route, path_and_query: &str) -> String {
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
 /// `Trailer` is not one of them: it announces end-to-end trailer fields,
 /// and hyper sends a response's trailers only when it names them.
-const HOP_BY_HOP: [&str; 7] = [
+pub const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -42,7 +42,7 @@ const HOP_BY_HOP: [&str; 7] = [
 /// forwarding headers a trusted proxy in front of us added (naming
 /// `X-Forwarded-For` would otherwise erase the load balancer's record of
 /// the real client, with `trust_forwarded = true`).
-fn protected(name: &HeaderName) -> bool {
+pub fn protected(name: &HeaderName) -> bool {
     let n = name.as_str();
     *name == HOST || n.starts_with("x-forwarded-") || n == "forwarded" || n == "x-real-ip"
 }
