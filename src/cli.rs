@@ -127,16 +127,25 @@ impl UnitsArgs {
 }
 
 impl UpArgs {
-    pub fn shutdown_timeout(&self) -> Result<Duration, String> {
+    pub fn shutdown_timeout(&self) -> Result<Duration, BadShutdownTimeout> {
         if let Some(d) = self.shutdown_timeout {
             return Ok(d);
         }
         match std::env::var("FLOWINIT_SHUTDOWN_TIMEOUT") {
-            Ok(v) if !v.is_empty() => humantime::parse_duration(&v)
-                .map_err(|e| format!("FLOWINIT_SHUTDOWN_TIMEOUT={v:?}: {e} (examples: \"9s\", \"1m\")")),
+            Ok(value) if !value.is_empty() => {
+                humantime::parse_duration(&value).map_err(|source| BadShutdownTimeout { value, source })
+            }
             _ => Ok(Duration::from_secs(9)),
         }
     }
+}
+
+/// `FLOWINIT_SHUTDOWN_TIMEOUT` is not a duration.
+#[derive(Debug, thiserror::Error)]
+#[error("FLOWINIT_SHUTDOWN_TIMEOUT={value:?}: {source} (examples: \"9s\", \"1m\")")]
+pub struct BadShutdownTimeout {
+    value: String,
+    source: humantime::DurationError,
 }
 
 /// Exit code when no daemon answers.

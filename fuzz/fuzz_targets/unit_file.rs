@@ -53,7 +53,7 @@ fn check_expand(text: &str) {
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let files: Vec<(PathBuf, Result<String, String>)> = text
+    let files: Vec<(PathBuf, std::io::Result<String>)> = text
         .splitn(3, '\0')
         .enumerate()
         .map(|(i, body)| {

@@ -115,19 +115,22 @@ pub fn load_dir(dir: &Path, ctx: &LoadContext) -> Result<UnitSet, Vec<ConfigErro
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     paths.sort();
-    let files: Vec<(PathBuf, Result<String, String>)> = paths
+    let files: Vec<(PathBuf, std::io::Result<String>)> = paths
         .into_iter()
         .map(|p| {
-            let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read unit file: {e}"));
+            let text = std::fs::read_to_string(&p);
             (p, text)
         })
         .collect();
     load_files(&files, ctx)
 }
 
-/// Validates already-read files (path, contents); the unit name is the
-/// file stem.
-pub fn load_files(files: &[(PathBuf, Result<String, String>)], ctx: &LoadContext) -> Result<UnitSet, Vec<ConfigError>> {
+/// Validates already-read files (path, contents or the error reading
+/// them); the unit name is the file stem.
+pub fn load_files(
+    files: &[(PathBuf, std::io::Result<String>)],
+    ctx: &LoadContext,
+) -> Result<UnitSet, Vec<ConfigError>> {
     // flowinit's own environment, once for every unit of this load.
     let shared = LoadShared {
         inherited: std::sync::Arc::new(ctx.env.iter().filter(|(k, _)| k != "NOTIFY_SOCKET").cloned().collect()),
@@ -148,7 +151,7 @@ pub fn load_files(files: &[(PathBuf, Result<String, String>)], ctx: &LoadContext
         let text = match text {
             Ok(t) => t,
             Err(e) => {
-                errors.push(at_start(e.clone()));
+                errors.push(at_start(format!("cannot read unit file: {e}")));
                 continue;
             }
         };
@@ -452,10 +455,10 @@ fn build_service(
     };
     let stop_signal = match &s.stop_signal {
         None => crate::process::signal::Signal::TERM,
-        Some(sig) => match sig.get_ref().parse() {
+        Some(sig) => match sig.get_ref().parse::<crate::process::signal::Signal>() {
             Ok(v) => v,
             Err(e) => {
-                errors.push(file.error(Some(sig.span()), e));
+                errors.push(file.error(Some(sig.span()), e.to_string()));
                 crate::process::signal::Signal::TERM
             }
         },

@@ -39,38 +39,43 @@ impl Drop for Bound {
     }
 }
 
+/// Why the control socket could not be taken (flowinit up exits 2).
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("another flowinit is already running on {} (its control socket answers)", .0.display())]
+    InUse(PathBuf),
+    #[error("control socket path {} exists and is not a socket; remove it or choose another --socket", .0.display())]
+    NotASocket(PathBuf),
+    /// Any other step failed: `what` names it ("create", "bind", ...).
+    #[error("cannot {what} {}: {source}", .path.display())]
+    Io { what: &'static str, path: PathBuf, source: io::Error },
+}
+
 /// Binds the socket, owner-only. Fails if another daemon answers on it.
-pub fn bind(path: &Path) -> Result<Bound, String> {
-    let shown = path.display();
+pub fn bind(path: &Path) -> Result<Bound, BindError> {
+    fn io<'p>(what: &'static str, p: &'p Path) -> impl FnOnce(io::Error) -> BindError + 'p {
+        move |source| BindError::Io { what, path: p.to_path_buf(), source }
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(io("create the control socket's directory", dir))?;
     }
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if !meta.file_type().is_socket() => {
-            return Err(format!(
-                "control socket path {shown} exists and is not a socket; remove it or choose another --socket"
-            ));
-        }
+        Ok(meta) if !meta.file_type().is_socket() => return Err(BindError::NotASocket(path.to_path_buf())),
         Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => {
-                return Err(format!("another flowinit is already running on {shown} (its control socket answers)"))
-            }
-            Err(_) => {
-                std::fs::remove_file(path).map_err(|e| format!("cannot remove stale control socket {shown}: {e}"))?;
-            }
+            Ok(_) => return Err(BindError::InUse(path.to_path_buf())),
+            Err(_) => std::fs::remove_file(path).map_err(io("remove stale control socket", path))?,
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot inspect control socket path {shown}: {e}")),
+        Err(e) => return Err(io("inspect control socket path", path)(e)),
     }
     // Owner-only from the first instant: no window in which others could
     // connect before a chmod.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let bound = std::os::unix::net::UnixListener::bind(path);
     nix::sys::stat::umask(old);
-    let listener = bound.map_err(|e| format!("cannot bind control socket {shown}: {e}"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("cannot chmod control socket {shown}: {e}"))?;
-    listener.set_nonblocking(true).map_err(|e| format!("control socket {shown}: {e}"))?;
+    let listener = bound.map_err(io("bind control socket", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io("chmod control socket", path))?;
+    listener.set_nonblocking(true).map_err(io("set up control socket", path))?;
     Ok(Bound { listener, path: path.to_path_buf() })
 }
 

@@ -60,11 +60,16 @@ impl Signal {
     }
 }
 
+/// A signal name or number that is not a signal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown signal {0:?} (expected a name like \"SIGTERM\" or a number)")]
+pub struct UnknownSignal(pub String);
+
 impl FromStr for Signal {
-    type Err = String;
+    type Err = UnknownSignal;
     /// Accepts `SIGTERM`, `TERM` (any case) or a number.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("unknown signal {s:?} (expected a name like \"SIGTERM\" or a number)");
+    fn from_str(s: &str) -> Result<Self, UnknownSignal> {
+        let bad = || UnknownSignal(s.to_string());
         if let Ok(n) = s.parse::<i32>() {
             return Signal::from_number(n).ok_or_else(bad);
         }
