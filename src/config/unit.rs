@@ -229,6 +229,9 @@ pub const DEFAULT_RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
 pub const DEFAULT_START_LIMIT_BURST: u32 = 5;
 pub const DEFAULT_START_LIMIT_INTERVAL: Duration = Duration::from_secs(120);
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// A router's drain: inside the default 9 s shutdown budget with 4 s left
+/// for the units behind it (Postgres's fast shutdown needs about 1 s).
+pub const DEFAULT_ROUTER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(90);

@@ -373,7 +373,7 @@ fn build_router(
         listen: listen?,
         listen_at: SourcePos { line, column },
         routes,
-        stop_timeout: duration(file, &r.stop_timeout, DEFAULT_STOP_TIMEOUT, errors),
+        stop_timeout: duration(file, &r.stop_timeout, DEFAULT_ROUTER_STOP_TIMEOUT, errors),
         connect_timeout: duration(file, &r.connect_timeout, DEFAULT_ROUTER_CONNECT_TIMEOUT, errors),
         header_timeout: duration(file, &r.header_timeout, DEFAULT_ROUTER_HEADER_TIMEOUT, errors),
         upstream_timeout: duration(file, &r.upstream_timeout, DEFAULT_ROUTER_UPSTREAM_TIMEOUT, errors),

@@ -160,7 +160,7 @@ impl Manager {
             self.publish();
             if let Some(code) = self.plan.finished() {
                 self.sweep_leftovers().await;
-                tracing::info!("all units stopped; exiting with code {code}");
+                self.farewell(code);
                 return code;
             }
         }
@@ -386,7 +386,20 @@ impl Manager {
             }
         };
         self.publish();
+        self.farewell(code);
         code
+    }
+
+    /// flowinit's last line, the same whichever came first at the budget's
+    /// end: a unit's own SIGKILL or the budget timer.
+    fn farewell(&self, code: u8) {
+        let spent = if self.plan.budget_reported() { " (the shutdown budget was spent)" } else { "" };
+        let left: Vec<&str> = self.plan.slots().iter().filter(|s| !s.is_down()).map(|s| s.unit.name.as_str()).collect();
+        if left.is_empty() {
+            tracing::info!("all units stopped; exiting with code {code}{spent}");
+        } else {
+            tracing::warn!("exiting with code {code}{spent}; not seen stopping: {}", left.join(", "));
+        }
     }
 
     /// Every unit is down; anything that escaped its group (a daemon that

@@ -98,6 +98,9 @@ pub struct Slot {
     held_by_operator: bool,
     start_sent: bool,
     stop_sent: bool,
+    /// The deadline of the stop sent in a shutdown: the end of the budget
+    /// for the last units of a chain, earlier for a share.
+    stop_deadline: Option<Instant>,
     /// Set when the plan stopped the unit because a required unit failed:
     /// it ends `failed` with this reason, not `stopped`.
     failed_because: Option<String>,
@@ -117,6 +120,7 @@ impl Slot {
             held_by_operator: false,
             start_sent: false,
             stop_sent: false,
+            stop_deadline: None,
             failed_because: None,
             replacement: None,
         };
@@ -137,7 +141,7 @@ impl Slot {
     }
 
     /// Nothing running and nothing left to do for a stop.
-    fn is_down(&self) -> bool {
+    pub fn is_down(&self) -> bool {
         self.status.state.is_settled() || (self.status.state == State::Inactive && !self.start_sent)
     }
 
@@ -152,10 +156,17 @@ impl Slot {
         }
     }
 
+    /// SIGKILLed because its stop deadline, the end of the whole budget,
+    /// came.
+    fn killed_at_budget_end(&self, end: Instant) -> bool {
+        self.status.killed == Some(KillReason::Budget) && self.stop_deadline.is_some_and(|d| d >= end)
+    }
+
     /// Nothing sent to the task yet for the next run.
     fn reset_for_start(&mut self) {
         self.start_sent = false;
         self.stop_sent = false;
+        self.stop_deadline = None;
         self.failed_because = None;
     }
 
@@ -268,16 +279,23 @@ impl Plan {
 
     /// Once shutting down and every unit is down: the exit code. Names the
     /// units that used the budget up if a unit's own SIGKILL at the
-    /// budget's end came before [`Event::BudgetSpent`].
+    /// budget's end came before [`Event::BudgetSpent`]. A unit SIGKILLed at
+    /// the end of its share (the units behind it got the rest) did not
+    /// spend the budget.
     pub fn finished(&mut self) -> Option<u8> {
-        self.shutdown.as_ref()?;
+        let end = self.shutdown.as_ref()?.deadline;
         if !self.slots.iter().all(Slot::is_down) {
             return None;
         }
-        if self.slots.iter().any(|s| s.status.killed == Some(KillReason::Budget)) {
+        if self.slots.iter().any(|s| s.killed_at_budget_end(end)) {
             self.report_budget_spent();
         }
         self.shutdown.as_ref().map(|s| s.code)
+    }
+
+    /// The "shutdown budget spent" error was reported in this shutdown.
+    pub fn budget_reported(&self) -> bool {
+        self.shutdown.as_ref().is_some_and(|s| s.reported)
     }
 
     /// The code flowinit exits with: 1 after a critical failure, else 0.
@@ -400,6 +418,7 @@ impl Plan {
         if std::mem::replace(&mut sd.reported, true) {
             return;
         }
+        let end = sd.deadline;
         let names = |f: &dyn Fn(&Slot) -> bool| {
             let v: Vec<&str> = self.slots.iter().filter(|s| f(s)).map(|s| s.unit.name.as_str()).collect();
             if v.is_empty() {
@@ -408,7 +427,7 @@ impl Plan {
                 v.join(", ")
             }
         };
-        let late = names(&|s| (s.stop_sent && !s.is_down()) || s.status.killed == Some(KillReason::Budget));
+        let late = names(&|s| (s.stop_sent && !s.is_down()) || s.killed_at_budget_end(end));
         let waiting = names(&|s| !s.stop_sent && !s.is_down());
         tracing::error!(
             "shutdown budget of {} spent; still stopping: {late}; not yet signalled (waiting for dependents): {waiting}; sending SIGKILL to everything left",
@@ -451,7 +470,10 @@ impl Plan {
                     slot.status.state = State::Starting;
                     slot.status.reason = None;
                 }
-                UnitCmd::Stop { .. } => slot.stop_sent = true,
+                UnitCmd::Stop { deadline } => {
+                    slot.stop_sent = true;
+                    slot.stop_deadline = Some(deadline);
+                }
                 _ => {}
             }
             out.push(Command::Send { slot: slot.id, cmd });

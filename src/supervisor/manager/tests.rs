@@ -10,7 +10,8 @@
 //! Commands: `attach NAME`, `detach NAME`, `start NAME`, `stop NAME` (no
 //! deadline), `stop NAME in D`, `hurry NAME in D`, `reconfigure NAME`,
 //! `reply #N: TEXT`, `reply #N error: TEXT` (lines joined by ` | `), `kill all`; `-` for none.
-//! Checks: `= NAME STATE [REASON]`, `= exit CODE`, `= running`.
+//! Checks: `= NAME STATE [REASON]`, `= exit CODE`, `= running`, `= budget
+//! spent|kept` (whether the "shutdown budget spent" error was reported).
 
 use super::plan::{Command, Event, Plan, RequestId, NO_DEADLINE};
 use crate::api::Request;
@@ -162,6 +163,10 @@ impl World {
             ["exit", code] => {
                 let got = self.plan.finished();
                 (got == Some(code.parse().unwrap())).then_some(()).ok_or(format!("finished() = {got:?}"))
+            }
+            ["budget", was] => {
+                let spent = self.plan.budget_reported();
+                (spent == (*was == "spent")).then_some(()).ok_or(format!("budget_reported() = {spent}"))
             }
             ["running"] => {
                 let got = self.plan.finished();
@@ -876,6 +881,62 @@ const ROWS: &[Row] = &[
             < stop db in 3s 600ms
             > db stopped
             = exit 0
+            = budget kept
+        ",
+    },
+    Row {
+        name: "shutdown: the shipped FlowStack units (router's default drain) in the default 9s budget",
+        units: &[
+            ("db", unit!("[service]", "command = [\"true\"]", "stop_signal = \"SIGINT\"", "stop_timeout = \"8s\"")),
+            (
+                "core",
+                unit!("[unit]", "requires = [\"db\"]", "[service]", "command = [\"true\"]", "stop_timeout = \"5s\""),
+            ),
+            (
+                "router",
+                unit!(
+                    "[router]",
+                    "listen = \"127.0.0.1:1\"",
+                    "[[router.routes]]",
+                    "prefix = \"/\"",
+                    "upstream = \"http://127.0.0.1:2\"",
+                    "unit = \"core\""
+                ),
+            ),
+        ],
+        reloaded: &[],
+        script: "
+            > begin
+            > db ready
+            > core ready
+            > router running
+            > sigterm
+            < stop router in 2s 500ms
+            > +2500ms
+            > router stopped
+            < stop core in 2s 500ms
+            > +2500ms
+            > core stopped killed
+            < stop db in 4s
+            > +30ms
+            > db stopped
+            = exit 0
+            = budget kept
+        ",
+    },
+    Row {
+        name: "shutdown: the last unit killed at the budget's end reports the budget spent",
+        units: &[("a", unit!("[service]", "command = [\"true\"]", "stop_timeout = \"60s\""))],
+        reloaded: &[],
+        script: "
+            > begin
+            > a running
+            > sigterm
+            < stop a in 9s
+            > +9s
+            > a stopped killed
+            = exit 0
+            = budget spent
         ",
     },
     Row {
@@ -955,6 +1016,7 @@ const ROWS: &[Row] = &[
             > b stopped killed
             > a stopped
             = exit 0
+            = budget spent
         ",
     },
     Row {

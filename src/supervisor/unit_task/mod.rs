@@ -504,7 +504,8 @@ impl<C: Child> Actor<C> {
         if let Err(e) = child.signal_group(pgid, svc.stop_signal) {
             tracing::warn!("unit {}: cannot signal process group {pgid}: {e}", self.name());
         }
-        let own_limit = Instant::now() + svc.stop_timeout;
+        let signalled = Instant::now();
+        let own_limit = signalled + svc.stop_timeout;
         let mut kill_at = deadline.map_or(own_limit, |d| d.min(own_limit));
         let mut hurried = false;
         let mut term = None;
@@ -537,7 +538,11 @@ impl<C: Child> Actor<C> {
             };
             let why = match killed {
                 KillReason::Hurried => "the stop was hurried (a second stop signal)".to_string(),
-                KillReason::Budget => "the shutdown budget ran out".to_string(),
+                KillReason::Budget => format!(
+                    "the shutdown budget left it {:.1}s (stop_timeout {})",
+                    kill_at.saturating_duration_since(signalled).as_secs_f64(),
+                    humantime::format_duration(svc.stop_timeout)
+                ),
                 KillReason::StopTimeout => {
                     format!("stop_timeout {} passed", humantime::format_duration(svc.stop_timeout))
                 }

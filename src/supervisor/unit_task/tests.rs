@@ -387,7 +387,7 @@ async fn a_deadline_before_stop_timeout_kills_at_the_deadline_for_the_budget() {
     let (at, st) = h.until(State::Stopped).await;
     assert_eq!(at, s(3));
     assert_eq!(st.killed, Some(KillReason::Budget));
-    assert_eq!(st.reason.as_deref(), Some("killed with SIGKILL: the shutdown budget ran out"));
+    assert_eq!(st.reason.as_deref(), Some("killed with SIGKILL: the shutdown budget left it 3.0s (stop_timeout 10s)"));
     assert_eq!(h.fake.calls().last(), Some(&(s(3), Call::Signal(101, Signal::KILL))));
 }
 
