@@ -135,6 +135,9 @@ pub struct RouterStats {
     /// Connections answered 503 and closed because `max_connections` were
     /// open.
     pub over_limit: AtomicU64,
+    /// The connection cap in force (set when the router starts or is
+    /// reconfigured).
+    pub max_connections: AtomicU64,
 }
 
 /// The exact state names of the contract (SPEC §4).

@@ -333,6 +333,13 @@ fn a_connection_flood_does_not_starve_pid_1() {
         http_get(port, "/", Duration::from_secs(2)).ok().filter(|r| r.status == 200)
     });
     assert_eq!(String::from_utf8_lossy(&r.body), "ok\n");
+    // status shows the cap (nofile 1024 → 384) and what it turned away.
+    let router = f.unit_json("router").unwrap_or_else(|| panic!("no status of router\n{report}"));
+    assert_eq!(router["router"]["max_connections"], 384, "{router}");
+    let over = router["router"]["over_limit"].as_u64().unwrap_or(0);
+    assert!(over as usize >= answered.min(1) && over > 0, "over_limit {over} after {answered} answered: {router}");
+    let (_, details, _) = f.ctl(&["status", "router"]);
+    assert!(details.contains("connections: at most 384;") && details.contains("turned away with 503"), "{details}");
     assert_eq!(f.stop(T), 0);
 }
 

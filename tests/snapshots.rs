@@ -37,6 +37,8 @@ fn redact(text: &str, dir: &TempDir, pairs: &[(String, &str)]) -> String {
         (r"\b\d{2}:\d{2}:\d{2}\.\d{3}\b", "[HH:MM:SS.mmm]"),
         // The time a stop was given, measured from the signal (ms late).
         (r"budget left it \d+\.\ds", "budget left it [SECS]s"),
+        // The router's default connection cap follows the fd limit.
+        (r"connections: at most \d+;", "connections: at most [FROM NOFILE];"),
     ];
     for (pattern, with) in rules {
         s = Regex::new(pattern).unwrap().replace_all(&s, with).into_owned();

@@ -127,6 +127,12 @@ pub struct RouterReport {
     pub in_flight: u64,
     pub upstream_errors: u64,
     pub not_ready: u64,
+    /// Connections answered 503 at accept: `max_connections` were open.
+    #[serde(default)]
+    pub over_limit: u64,
+    /// The cap in force (`max_connections`, or the default from the fd limit).
+    #[serde(default)]
+    pub max_connections: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -176,6 +176,11 @@ pub fn details(u: &UnitReport, now: SystemTime, color: bool) -> String {
             "  requests:   {} served, {} in flight, {} upstream errors, {} answered 503 (unit not ready)",
             r.requests, r.in_flight, r.upstream_errors, r.not_ready
         );
+        let _ = writeln!(
+            o,
+            "  connections: at most {}; {} turned away with 503 (max_connections reached)",
+            r.max_connections, r.over_limit
+        );
     }
     if let Some(t) = &u.status_text {
         let _ = writeln!(o, "  status:     {t}");

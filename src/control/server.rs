@@ -252,6 +252,8 @@ pub fn report(v: &UnitView, stats: Option<&RouterStats>, log_lines: usize) -> Un
                 in_flight: count(|s| &s.in_flight),
                 upstream_errors: count(|s| &s.upstream_errors),
                 not_ready: count(|s| &s.not_ready),
+                over_limit: count(|s| &s.over_limit),
+                max_connections: count(|s| &s.max_connections),
             }
         }),
         critical: u.critical,

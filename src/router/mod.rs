@@ -217,7 +217,9 @@ async fn serve(
     mut drain: watch::Receiver<tokio::time::Instant>,
     mut reconfigure: mpsc::Receiver<NewConfig>,
 ) {
-    let mut gate = Gate::new(connection_limit(&router.spec));
+    let limit = connection_limit(&router.spec);
+    router.stats.max_connections.store(limit as u64, Ordering::Relaxed);
+    let mut gate = Gate::new(limit);
     let live = Arc::new(Live(std::sync::Mutex::new(router)));
     let mut http = hyper::server::conn::http1::Builder::new();
     // header_timeout is kept by each connection's `Clocks` instead.
@@ -255,7 +257,9 @@ async fn serve(
             _ = &mut resume, if paused => paused = false,
             Some(new) = reconfigure.recv() => {
                 let next = Arc::new(live.get().with_spec(new.spec));
-                gate.resize(connection_limit(&next.spec));
+                let limit = connection_limit(&next.spec);
+                next.stats.max_connections.store(limit as u64, Ordering::Relaxed);
+                gate.resize(limit);
                 live.set(next);
                 if let Some(std_listener) = new.listener {
                     match tokio::net::TcpListener::from_std(std_listener) {
