@@ -20,7 +20,7 @@ use crate::config::{ConfigError, LoadContext, Unit, UnitSet};
 use crate::logs::forward::UnitLog;
 use crate::logs::{LogSink, RingLog};
 use crate::process::{sweep, Reaper, Signal};
-use plan::{Command, Event, Plan, RequestId, SlotId};
+use plan::{Command, Event, Plan, RequestId, SlotId, UnitRequest};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -148,9 +148,16 @@ impl Manager {
                 Some(ev) = self.events.recv() => self.feed_events(ev).await,
                 Some(msg) = self.control.recv() => {
                     let id = self.request_id(Some(msg.reply));
-                    match msg.request {
-                        Request::Reload => self.reload(id).await,
-                        request => self.feed(vec![Event::Request { id, request }]).await,
+                    let request = match msg.request {
+                        Request::Reload => None,
+                        Request::Start(names) => Some(UnitRequest::Start(names)),
+                        Request::Stop(names) => Some(UnitRequest::Stop(names)),
+                        Request::Restart(names) => Some(UnitRequest::Restart(names)),
+                    };
+                    match request {
+                        // The runner reads the files, the plan gets the result.
+                        None => self.reload(id).await,
+                        Some(request) => self.feed(vec![Event::Request { id, request }]).await,
                     }
                 }
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {

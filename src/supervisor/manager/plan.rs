@@ -9,7 +9,7 @@
 
 use super::reload::{self, Diff};
 use super::waiters::{Op, Target, Waiter};
-use crate::api::{Reply, Request, RequestError};
+use crate::api::{Reply, RequestError};
 use crate::config::{Unit, UnitSet};
 use crate::process::Signal;
 use crate::supervisor::state::{KillReason, State};
@@ -30,13 +30,22 @@ pub type SlotId = u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u64);
 
+/// A control request the plan answers itself; `flowinit reload` is read by
+/// the runner first and arrives as [`Event::Reload`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitRequest {
+    Start(Vec<String>),
+    Stop(Vec<String>),
+    Restart(Vec<String>),
+}
+
 /// What happened.
 #[derive(Debug)]
 pub enum Event {
     /// A unit task reported its status.
     Status { slot: SlotId, status: UnitStatus },
-    /// A control request (a reload comes as [`Event::Reload`]).
-    Request { id: RequestId, request: Request },
+    /// A control request on units (a reload comes as [`Event::Reload`]).
+    Request { id: RequestId, request: UnitRequest },
     /// The units dir was read again for a reload: the units, or every
     /// error (one line each).
     Reload { id: RequestId, loaded: Result<UnitSet, Vec<String>> },
@@ -694,20 +703,20 @@ impl Plan {
         Target { slot: s.id, generation: s.generation, restarts: s.status.restarts }
     }
 
-    fn on_request(&mut self, id: RequestId, request: Request, out: &mut Vec<Command>) {
+    fn on_request(&mut self, id: RequestId, request: UnitRequest, out: &mut Vec<Command>) {
         if self.shutdown.is_some() {
             out.push(Command::Reply { id, reply: Err(RequestError::ShuttingDown) });
             return;
         }
         let waiter = match request {
-            Request::Start(names) => self.resolve(&names).map(|roots| {
+            UnitRequest::Start(names) => self.resolve(&names).map(|roots| {
                 for i in self.closure(&roots, |i| self.requirements_of(i)) {
                     self.slots[i].rearm();
                 }
                 let targets = roots.iter().map(|&i| self.target(i)).collect();
                 Waiter { id, op: Op::Start, targets, then_start: Vec::new(), verb: "started".into() }
             }),
-            Request::Stop(names) => self.resolve(&names).map(|roots| {
+            UnitRequest::Stop(names) => self.resolve(&names).map(|roots| {
                 let set = self.closure(&roots, |i| self.requirers_of(i));
                 for &i in &set {
                     self.slots[i].want = Want::Stop;
@@ -716,7 +725,7 @@ impl Plan {
                 let targets = set.iter().map(|&i| self.target(i)).collect();
                 Waiter { id, op: Op::Stop, targets, then_start: Vec::new(), verb: "stopped".into() }
             }),
-            Request::Restart(names) => self.resolve(&names).map(|roots| {
+            UnitRequest::Restart(names) => self.resolve(&names).map(|roots| {
                 let set = self.closure(&roots, |i| self.requirers_of(i));
                 for &i in &set {
                     self.slots[i].want = Want::Stop;
@@ -725,8 +734,6 @@ impl Plan {
                 let then_start = set.iter().map(|&i| self.slots[i].id).collect();
                 Waiter { id, op: Op::Stop, targets, then_start, verb: "restarted".into() }
             }),
-            // The runner reads the files first and sends Event::Reload.
-            Request::Reload => Err(RequestError::Invalid(vec!["reload must come with the loaded units".into()])),
         };
         match waiter {
             Ok(w) => self.waiters.push(w),

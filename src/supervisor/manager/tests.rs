@@ -13,8 +13,7 @@
 //! Checks: `= NAME STATE [REASON]`, `= exit CODE`, `= running`, `= budget
 //! spent|kept` (whether the "shutdown budget spent" error was reported).
 
-use super::plan::{Command, Event, Plan, RequestId, NO_DEADLINE};
-use crate::api::Request;
+use super::plan::{Command, Event, Plan, RequestId, UnitRequest, NO_DEADLINE};
 use crate::config::validate::load_files;
 use crate::config::{LoadContext, UnitSet};
 use crate::process::Signal;
@@ -67,7 +66,7 @@ impl World {
     fn event(&mut self, line: &str) -> Vec<Command> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let names = || words[1..].iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let request = |w: &mut World, request: Request| {
+        let request = |w: &mut World, request: UnitRequest| {
             w.requests += 1;
             let id = RequestId(w.requests);
             w.plan.handle(w.now, Event::Request { id, request })
@@ -80,9 +79,9 @@ impl World {
             }
             ["sigterm"] => self.plan.handle(self.now, Event::StopSignal(Signal::TERM)),
             ["budget"] => self.plan.handle(self.now, Event::BudgetSpent),
-            ["start", ..] => request(self, Request::Start(names())),
-            ["stop", ..] => request(self, Request::Stop(names())),
-            ["restart", ..] => request(self, Request::Restart(names())),
+            ["start", ..] => request(self, UnitRequest::Start(names())),
+            ["stop", ..] => request(self, UnitRequest::Stop(names())),
+            ["restart", ..] => request(self, UnitRequest::Restart(names())),
             ["reload", rest @ ..] => {
                 self.requests += 1;
                 let id = RequestId(self.requests);
