@@ -19,6 +19,34 @@ fn messages(text: &str, prefix: &str) -> Vec<String> {
 }
 
 #[test]
+fn the_line_that_makes_a_unit_ready_comes_before_it_is_ready() {
+    // Both on stderr (one output, one writer): the unit's line must be out
+    // before flowinit's "unit db is ready", as a reader expects. Before,
+    // the probe fired while the line was still being queued.
+    let d = TempDir::new("ready-order");
+    for i in 0..5 {
+        d.unit(
+            &format!("db{i}"),
+            "[service]\nshell = \"echo warming up >&2; echo ready to accept connections >&2; exec sleep 1000\"\n[readiness]\nlog = \"ready to accept\"\n",
+        );
+    }
+    let mut f = Flowinit::up(&d, Opts::default());
+    for i in 0..5 {
+        f.wait_log(&format!("unit db{i} is ready"), T);
+    }
+    let err = f.stderr();
+    let lines: Vec<&str> = err.lines().collect();
+    for i in 0..5 {
+        let name = format!("db{i}");
+        let at = |what: &dyn Fn(&str) -> bool| lines.iter().position(|l| what(l));
+        let line = at(&|l| messages(l, &name) == ["ready to accept connections"]).expect("the unit's line");
+        let ready = at(&|l| l.ends_with(&format!("unit {name} is ready"))).expect("ready");
+        assert!(line < ready, "{name} was ready before its line was out:\n{err}");
+    }
+    assert_eq!(f.stop(T), 0);
+}
+
+#[test]
 fn two_hundred_thousand_lines_per_stream_arrive_once_in_order() {
     let d = TempDir::new("flood");
     d.unit(

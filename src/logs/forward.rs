@@ -99,6 +99,9 @@ struct Batch<'a> {
     keep_from: usize,
     /// The lines that go to the ring, pushed at once in `flush`.
     kept: Vec<LogLine>,
+    /// A line of this batch fired the readiness watch: told after the
+    /// batch was written.
+    ready_hit: bool,
 }
 
 impl<'a> Batch<'a> {
@@ -115,6 +118,7 @@ impl<'a> Batch<'a> {
             index: 0,
             keep_from,
             kept: Vec::new(),
+            ready_hit: false,
         }
     }
 
@@ -144,7 +148,7 @@ impl<'a> Batch<'a> {
             self.file_copy.push(b'\n');
         }
         if let Some(m) = self.unit.ready_match.as_deref().filter(|m| m.is_armed()) {
-            m.offer(&text);
+            self.ready_hit |= m.take(&text);
         }
         if self.index >= self.keep_from {
             self.kept.push(LogLine { ts: self.now, stream: self.stream, text: text.into_owned() });
@@ -162,8 +166,15 @@ impl<'a> Batch<'a> {
                 tracing::warn!("unit {}: writing its log file failed: {e}", self.unit.name);
             }
         }
-        if !self.out.is_empty() {
-            sink.send(self.stream, self.out).await;
+        match (self.ready_hit, self.unit.ready_match.as_deref()) {
+            // The line that makes the unit ready is out before "unit X is
+            // ready" (at most 100 ms later when the output is blocked).
+            (true, Some(m)) => {
+                sink.send_written(self.stream, self.out, std::time::Duration::from_millis(100)).await;
+                m.fire();
+            }
+            _ if !self.out.is_empty() => sink.send(self.stream, self.out).await,
+            _ => {}
         }
     }
 }

@@ -116,6 +116,17 @@ impl LogSink {
         let _ = lane.tx.send(Batch { bytes, _permit: permit, done: None });
     }
 
+    /// Like [`LogSink::send`], then waits until those lines are written, at
+    /// most `limit` (a blocked output must not hold the caller).
+    pub async fn send_written(&self, stream: Stream, bytes: Vec<u8>, limit: std::time::Duration) {
+        let lane = self.lane(stream);
+        let permit = lane.permits.clone().acquire_owned().await.ok();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if lane.tx.send(Batch { bytes, _permit: permit, done: Some(tx) }).is_ok() {
+            let _ = tokio::time::timeout(limit, rx).await;
+        }
+    }
+
     /// Waits until everything queued so far is written, or `limit` passed.
     pub async fn drain(&self, limit: std::time::Duration) {
         let deadline = tokio::time::Instant::now() + limit;

@@ -28,13 +28,18 @@ impl LineWatch {
         self.armed.load(Ordering::Relaxed)
     }
 
-    pub fn offer(&self, line: &str) {
-        if self.regex.is_match(line) && self.armed.swap(false, Ordering::SeqCst) {
-            self.hit.notify_one();
-        }
+    /// The line matches while the watch is armed; disarms it. The caller
+    /// fires it ([`LineWatch::fire`]) once the line is on its way out, so
+    /// "unit X is ready" never comes before the line that made it ready.
+    pub fn take(&self, line: &str) -> bool {
+        self.regex.is_match(line) && self.armed.swap(false, Ordering::SeqCst)
     }
 
-    /// Resolves once a matching line has been offered (a match before the
+    pub fn fire(&self) {
+        self.hit.notify_one();
+    }
+
+    /// Resolves once a matching line has been fired (a match before the
     /// wait is kept: `Notify` stores one permit).
     pub async fn matched(&self) {
         self.hit.notified().await;

@@ -13,9 +13,10 @@ use crate::process::reaper::Spawned;
 use crate::process::tree::{signal_tagged, RUN_TAG_VAR};
 use crate::process::{Isolation, Pgid, Reaper, Signal, SpawnError, SpawnSpec, SpawnStep, Stdio3};
 use nix::errno::Errno;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -23,16 +24,20 @@ use tokio::time::Instant;
 pub const UNIT_VAR: &str = "FLOWINIT_UNIT";
 
 /// One run of a unit (one spawn of its main process): the value of
-/// `FLOWINIT_RUN` in that run's environment, `<unit>/<n>`, unique within
-/// this flowinit (across reloads too), so sweeping the last run never
-/// touches the next one.
+/// `FLOWINIT_RUN` in that run's environment, `<unit>/<n>`, `n` counting the
+/// starts of that unit name (1, 2, …). The count lives as long as flowinit,
+/// across reloads that replace the unit, so a tag is never used twice and
+/// sweeping the last run never touches the next one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunTag(pub String);
 
 impl RunTag {
     pub fn next(unit: &str) -> RunTag {
-        static RUNS: AtomicU64 = AtomicU64::new(1);
-        RunTag(format!("{unit}/{}", RUNS.fetch_add(1, Ordering::Relaxed)))
+        static RUNS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+        let mut runs = RUNS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let n = runs.entry(unit.to_string()).or_insert(0);
+        *n += 1;
+        RunTag(format!("{unit}/{n}"))
     }
 }
 
