@@ -71,7 +71,9 @@ STOPSIGNAL SIGTERM
 # Healthy = every active unit ready (core's own /api/v1/ping probe, the UI,
 # the router) or finished successfully (oneshots), and /api/v1/ping answers
 # through the public port (router -> core). No curl: busybox wget.
-HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+# Start period: Flowise's readiness start_timeout (180s, units/flowise.toml)
+# + 20s; docs/deploy.md "The numbers" (tests/deploy_numbers.rs checks).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=200s --retries=3 \
   CMD ["/bin/sh", "-c", "flowinit status --quiet && wget -q -O /dev/null -T 4 http://127.0.0.1:3000/api/v1/ping"]
 ENTRYPOINT ["/usr/local/bin/flowinit"]
 

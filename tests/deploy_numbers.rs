@@ -1,0 +1,96 @@
+//! The FlowStack recipes agree with each other and with the unit files:
+//! docs/deploy.md "The numbers". The Dockerfile's HEALTHCHECK, the ECS task
+//! definition and service, and the Kubernetes pod spec in docs/deploy.md
+//! must give Flowise its whole readiness `start_timeout` before a failing
+//! health check counts, and the orchestrators' grace must leave 2 s after
+//! flowinit's shutdown budget.
+
+use regex::Regex;
+use std::path::Path;
+use std::time::Duration;
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap()
+}
+
+/// Every capture of `pattern`'s first group in `text`, as numbers.
+fn all(text: &str, pattern: &str) -> Vec<u64> {
+    let re = Regex::new(pattern).unwrap();
+    re.captures_iter(text).map(|c| c[1].parse().unwrap()).collect()
+}
+
+/// The one value of `pattern` in `text` (every occurrence must agree).
+fn one(what: &str, text: &str, pattern: &str) -> u64 {
+    let found = all(text, pattern);
+    assert!(!found.is_empty(), "{what}: no match for {pattern}");
+    assert!(found.iter().all(|v| *v == found[0]), "{what}: values disagree: {found:?}");
+    found[0]
+}
+
+fn flowise_start_timeout() -> Duration {
+    let unit: toml::Table = toml::from_str(&read("units/flowise.toml")).unwrap();
+    let s = unit["readiness"]["start_timeout"].as_str().unwrap();
+    humantime::parse_duration(s).unwrap()
+}
+
+#[test]
+fn health_checks_wait_for_flowise_first_boot_everywhere() {
+    let start_timeout = flowise_start_timeout().as_secs();
+    let dockerfile = read("Dockerfile");
+    let deploy = read("docs/deploy.md");
+    let start_period = one("Dockerfile HEALTHCHECK", &dockerfile, r"--start-period=(\d+)s");
+    assert!(
+        start_period >= start_timeout + 20,
+        "HEALTHCHECK --start-period={start_period}s must cover Flowise's start_timeout ({start_timeout}s) + 20s"
+    );
+    assert_eq!(one("ECS healthCheck", &deploy, r#""startPeriod": (\d+)"#), start_period, "ECS startPeriod");
+    assert_eq!(
+        one("ECS service", &deploy, r#""healthCheckGracePeriodSeconds": (\d+)"#),
+        start_period,
+        "ECS healthCheckGracePeriodSeconds"
+    );
+    // Kubernetes: the startupProbe's period × failureThreshold.
+    let k8s = &deploy[deploy.find("startupProbe:").expect("a startupProbe in deploy.md")..];
+    let period = one("startupProbe", &k8s[..k8s.find("readinessProbe").unwrap()], r"periodSeconds: (\d+)");
+    let failures = one("startupProbe", &k8s[..k8s.find("readinessProbe").unwrap()], r"failureThreshold: (\d+)");
+    assert_eq!(period * failures, start_period, "Kubernetes startupProbe {period}s × {failures}");
+    // The table states the same numbers.
+    assert!(
+        deploy.contains(&format!("| Flowise readiness `start_timeout` | {start_timeout} s |")),
+        "table: start_timeout"
+    );
+    assert!(
+        deploy.contains(&format!("| {start_period} s | Flowise's `start_timeout` + 20 s |")),
+        "table: start period"
+    );
+    // Interval, timeout and retries: the Dockerfile's and ECS's agree.
+    for (flag, key) in [("interval", "interval"), ("timeout", "timeout"), ("retries", "retries")] {
+        let docker = one("Dockerfile", &dockerfile, &format!(r"--{flag}=(\d+)s?\b"));
+        let ecs = one("ECS", &deploy, &format!(r#""{key}": (\d+)"#));
+        assert_eq!(docker, ecs, "HEALTHCHECK --{flag} vs ECS healthCheck.{key}");
+    }
+}
+
+#[test]
+fn orchestrators_grace_is_the_budget_plus_two_seconds() {
+    let deploy = read("docs/deploy.md");
+    let budget = one("FLOWINIT_SHUTDOWN_TIMEOUT", &deploy, r#"FLOWINIT_SHUTDOWN_TIMEOUT"?, "?value"?:? "(\d+)s""#);
+    assert_eq!(one("ECS stopTimeout", &deploy, r#""stopTimeout": (\d+)"#), budget + 2);
+    assert_eq!(one("Kubernetes grace", &deploy, r"terminationGracePeriodSeconds: (\d+)"), budget + 2);
+    assert!(deploy.contains(&format!("| `FLOWINIT_SHUTDOWN_TIMEOUT` | {budget} s |")), "table: budget");
+}
+
+#[test]
+fn the_router_outlives_the_albs_idle_timeout() {
+    // An ALB reuses idle connections for 60 s: the router must not close
+    // them first (docs/router.md), or the ALB meets a closed connection.
+    let default = flowinit::config::unit::DEFAULT_ROUTER_HEADER_TIMEOUT;
+    assert!(default > Duration::from_secs(60), "router header_timeout {default:?} <= the ALB's 60 s");
+    let deploy = read("docs/deploy.md");
+    assert!(
+        deploy.contains(&format!("the router's `header_timeout`, {} s", default.as_secs())),
+        "deploy.md names the router's header_timeout"
+    );
+    let router: toml::Table = toml::from_str(&read("units/router.toml")).unwrap();
+    assert!(router["router"].get("header_timeout").is_none(), "the shipped router keeps the default");
+}
