@@ -65,7 +65,12 @@ def write_units(d, bindir, ports):
     svc("c2-c", 'command = ["sleep", "100000"]\n', unit='requires = ["c2-b"]\nwants = ["c2-a"]\n')
     for i in (1, 2, 3):
         svc("flood-%d" % i, 'command = ["%s", "%s/flood.py", "flood-%d"]\n' % (py, bindir, i))
-    svc("backend", 'command = ["%s", "%s/svc.py", "http", "%d"]\n' % (py, bindir, ports["backend"]),
+    # The router's drain shares the budget with the units behind it in
+    # proportion to their stop_timeouts (docs/operations.md, "Shutdown
+    # budget and the router's drain"): router 2 s + backend 1 s fit the 3 s
+    # budget, so the 1 s request in flight at SIGTERM gets its whole drain.
+    # With the backend's default 10 s the router would get 3 x 2/12 = 0.5 s.
+    svc("backend", 'command = ["%s", "%s/svc.py", "http", "%d"]\nstop_timeout = "1s"\n' % (py, bindir, ports["backend"]),
         extra='[readiness]\nhttp = "http://127.0.0.1:%d/ping"\ninterval = "100ms"\n' % ports["backend"])
     units["router"] = ('[router]\nlisten = "127.0.0.1:%d"\nstop_timeout = "2s"\naccess_log = false\n'
                        '[[router.routes]]\nprefix = "/"\nupstream = "http://127.0.0.1:%d"\nunit = "backend"\n'

@@ -339,7 +339,10 @@ fn a_connection_flood_does_not_starve_pid_1() {
     let over = router["router"]["over_limit"].as_u64().unwrap_or(0);
     assert!(over as usize >= answered.min(1) && over > 0, "over_limit {over} after {answered} answered: {router}");
     let (_, details, _) = f.ctl(&["status", "router"]);
-    assert!(details.contains("connections: at most 384;") && details.contains("turned away with 503"), "{details}");
+    assert!(
+        details.contains("limit:      at most 384 connections;") && details.contains("turned away with 503"),
+        "{details}"
+    );
     assert_eq!(f.stop(T), 0);
 }
 

@@ -38,7 +38,7 @@ fn redact(text: &str, dir: &TempDir, pairs: &[(String, &str)]) -> String {
         // The time a stop was given, measured from the signal (ms late).
         (r"budget left it \d+\.\ds", "budget left it [SECS]s"),
         // The router's default connection cap follows the fd limit.
-        (r"connections: at most \d+;", "connections: at most [FROM NOFILE];"),
+        (r"at most \d+ connections;", "at most [FROM NOFILE] connections;"),
     ];
     for (pattern, with) in rules {
         s = Regex::new(pattern).unwrap().replace_all(&s, with).into_owned();
@@ -265,24 +265,24 @@ fn control_command_answers() {
 #[test]
 fn reload_summary_and_refusal() {
     let d = TempDir::new("snap-reload");
-    for u in ["keep", "change", "remove"] {
+    for u in ["web", "migrate", "report"] {
         d.unit(u, "[service]\ncommand = [\"sleep\", \"1000\"]\n");
     }
     let mut f = Flowinit::up(&d, Opts::default());
-    for u in ["keep", "change", "remove"] {
+    for u in ["web", "migrate", "report"] {
         f.wait_state(u, "running");
     }
     let mut all = String::new();
-    d.unit("change", "[service]\ncommand = [\"sleep\", \"2000\"]\nstop_timeout = \"soon\"\n");
-    d.unit("added", "[service]\ncomand = [\"sleep\", \"1000\"]\n");
-    d.unit("other", "[unit]\nrequires = [\"ghost\"]\n[service]\ncommand = [\"sleep\", \"1000\"]\n");
+    d.unit("migrate", "[service]\ncommand = [\"sleep\", \"2000\"]\nstop_timeout = \"soon\"\n");
+    d.unit("cache", "[service]\ncomand = [\"sleep\", \"1000\"]\n");
+    d.unit("worker", "[unit]\nrequires = [\"queue\"]\n[service]\ncommand = [\"sleep\", \"1000\"]\n");
     let (code, out, err) = f.ctl(&["reload"]);
     assert_eq!(code, 1);
     all += &format!("=== invalid: three bad files\n{}\n", shown(code, &out, &err));
-    d.unit("change", "[service]\ncommand = [\"sleep\", \"2000\"]\n");
-    d.unit("added", "[service]\ncommand = [\"sleep\", \"1000\"]\n");
-    std::fs::remove_file(d.units().join("other.toml")).unwrap();
-    std::fs::remove_file(d.units().join("remove.toml")).unwrap();
+    d.unit("migrate", "[service]\ncommand = [\"sleep\", \"2000\"]\n");
+    d.unit("cache", "[service]\ncommand = [\"sleep\", \"1000\"]\n");
+    std::fs::remove_file(d.units().join("worker.toml")).unwrap();
+    std::fs::remove_file(d.units().join("report.toml")).unwrap();
     let (code, out, err) = f.ctl(&["reload"]);
     assert_eq!(code, 0, "{err}");
     all += &format!("=== add, remove, change\n{}\n", shown(code, &out, &err));

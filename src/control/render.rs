@@ -178,7 +178,7 @@ pub fn details(u: &UnitReport, now: SystemTime, color: bool) -> String {
         );
         let _ = writeln!(
             o,
-            "  connections: at most {}; {} turned away with 503 (max_connections reached)",
+            "  limit:      at most {} connections; {} turned away with 503 (max_connections reached)",
             r.max_connections, r.over_limit
         );
     }
