@@ -212,6 +212,14 @@ fn no_public_function_uses_a_string_as_its_error() {
             rest = &rest[end..];
         }
     }
+    // An alias would hide one: `pub type Failure = String;`.
+    let alias = regex::Regex::new(r"pub type \w+ = String;").unwrap();
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    for f in files {
+        let text = code(&std::fs::read_to_string(&f).expect("read"));
+        found.extend(alias.find_iter(&text).map(|m| format!("{}: {}", f.display(), m.as_str())));
+    }
     assert!(found.is_empty(), "pub fns with Result<_, String> (use a thiserror enum):\n  {}", found.join("\n  "));
 }
 

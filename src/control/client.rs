@@ -6,10 +6,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+#[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No daemon answers on the socket (exit code 4).
+    #[error("{0}")]
     NoDaemon(String),
     /// Talking to it failed half-way.
+    #[error("{0}")]
     Broken(String),
 }
 

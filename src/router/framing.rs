@@ -16,8 +16,37 @@ const MAX_HEADERS: usize = 128;
 /// Longest chunk-size line (with extensions) of a chunked body.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 
-/// Why an exchange failed, in a few words for the 502 body.
-pub type Failure = String;
+/// What is wrong with an upstream's response framing, in a few words for
+/// the 502 body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    #[error("response head too large")]
+    HeadTooLarge,
+    #[error("malformed response head ({0})")]
+    MalformedHead(String),
+    #[error("malformed response status")]
+    MalformedStatus,
+    #[error("malformed response header")]
+    MalformedHeader,
+    #[error("malformed response header name")]
+    MalformedHeaderName,
+    #[error("malformed response header value")]
+    MalformedHeaderValue,
+    #[error("Transfer-Encoding in an HTTP/1.0 response")]
+    TransferEncodingInHttp10,
+    #[error("unsupported Transfer-Encoding in the response (only chunked)")]
+    UnsupportedTransferEncoding,
+    #[error("malformed Content-Length in the response")]
+    MalformedLength,
+    #[error("conflicting Content-Length in the response")]
+    ConflictingLength,
+    #[error("chunk-size line too long")]
+    ChunkLineTooLong,
+    #[error("malformed chunk size in the response")]
+    MalformedChunkSize,
+    #[error("no CRLF after a chunk in the response")]
+    NoCrlfAfterChunk,
+}
 
 /// A response head as read.
 pub struct Head {
@@ -31,7 +60,7 @@ pub struct Head {
 
 /// Takes a response head off the front of `buf`, or None while it is
 /// incomplete. Header values share the bytes read (no copy).
-pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Failure> {
+pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, FramingError> {
     // Uninitialised slots: 128 headers are 4 KiB to clear otherwise, for
     // the few a response has.
     let mut fields = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
@@ -39,12 +68,12 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Failure> {
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut fields) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-            return Err("response head too large".into());
+            return Err(FramingError::HeadTooLarge);
         }
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(format!("malformed response head ({e})")),
+        Err(e) => return Err(FramingError::MalformedHead(e.to_string())),
     };
-    let status = res.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or("malformed response status")?;
+    let status = res.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(FramingError::MalformedStatus)?;
     let http11 = res.version == Some(1);
     // Where each name and value lies in `buf`, to slice them out of the
     // head once it is split off.
@@ -55,13 +84,13 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Failure> {
     let raw = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(spans.len());
     for &(name_at, name_len, value_at, value_len) in &spans {
-        let name = raw.get(name_at..name_at + name_len).ok_or("malformed response header")?;
-        let name = HeaderName::from_bytes(name).map_err(|_| "malformed response header name")?;
+        let name = raw.get(name_at..name_at + name_len).ok_or(FramingError::MalformedHeader)?;
+        let name = HeaderName::from_bytes(name).map_err(|_| FramingError::MalformedHeaderName)?;
         let value = if value_len == 0 {
             HeaderValue::from_static("")
         } else {
-            let bytes = raw.get(value_at..value_at + value_len).ok_or("malformed response header")?;
-            HeaderValue::from_maybe_shared(raw.slice_ref(bytes)).map_err(|_| "malformed response header value")?
+            let bytes = raw.get(value_at..value_at + value_len).ok_or(FramingError::MalformedHeader)?;
+            HeaderValue::from_maybe_shared(raw.slice_ref(bytes)).map_err(|_| FramingError::MalformedHeaderValue)?
         };
         headers.append(name, value);
     }
@@ -74,7 +103,7 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Failure> {
 }
 
 /// How a response body is delimited (RFC 9112 §6.3).
-pub fn body_length(method: &Method, head: &Head) -> Result<Remaining, Failure> {
+pub fn body_length(method: &Method, head: &Head) -> Result<Remaining, FramingError> {
     let s = head.status.as_u16();
     if *method == Method::HEAD || s == 204 || s == 304 || (100..200).contains(&s) {
         return Ok(Remaining::Length(0));
@@ -84,7 +113,7 @@ pub fn body_length(method: &Method, head: &Head) -> Result<Remaining, Failure> {
         // HTTP/1.0 has no transfer-codings (RFC 9112 §6.1): a sender that
         // uses one anyway cannot be trusted to frame it (hyper refuses it
         // too).
-        return Err("Transfer-Encoding in an HTTP/1.0 response".into());
+        return Err(FramingError::TransferEncodingInHttp10);
     }
     if !te.is_empty() {
         // The router forwards no transfer-coding but chunked, which it
@@ -93,7 +122,7 @@ pub fn body_length(method: &Method, head: &Head) -> Result<Remaining, Failure> {
         return if chunked {
             Ok(Remaining::Chunked(Chunk::Size))
         } else {
-            Err("unsupported Transfer-Encoding in the response (only chunked)".into())
+            Err(FramingError::UnsupportedTransferEncoding)
         };
     }
     let mut length = None;
@@ -102,9 +131,9 @@ pub fn body_length(method: &Method, head: &Head) -> Result<Remaining, Failure> {
             .ok()
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|s| s.parse::<u64>().ok())
-            .ok_or("malformed Content-Length in the response")?;
+            .ok_or(FramingError::MalformedLength)?;
         if length.is_some_and(|l| l != n) {
-            return Err("conflicting Content-Length in the response".into());
+            return Err(FramingError::ConflictingLength);
         }
         length = Some(n);
     }
@@ -128,12 +157,12 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 /// already broken there is refused before its head goes to the client
 /// (a 502 instead of a 200 cut off at once); what comes later can only cut
 /// the client's connection. Nothing is copied.
-pub fn check_chunked_start(mut buf: &[u8]) -> Result<(), Failure> {
+pub fn check_chunked_start(mut buf: &[u8]) -> Result<(), FramingError> {
     loop {
         let Some(eol) = memchr::memchr(b'\n', buf) else {
-            return if buf.len() > MAX_CHUNK_LINE { Err("chunk-size line too long".into()) } else { Ok(()) };
+            return if buf.len() > MAX_CHUNK_LINE { Err(FramingError::ChunkLineTooLong) } else { Ok(()) };
         };
-        let size = chunk_size(&buf[..eol]).ok_or("malformed chunk size in the response")?;
+        let size = chunk_size(&buf[..eol]).ok_or(FramingError::MalformedChunkSize)?;
         if size == 0 {
             // The trailers are checked as they are decoded.
             return Ok(());
@@ -142,7 +171,7 @@ pub fn check_chunked_start(mut buf: &[u8]) -> Result<(), Failure> {
         let Some(end) = usize::try_from(size).ok().filter(|s| *s < rest.len()) else { return Ok(()) };
         let crlf = &rest[end..rest.len().min(end + 2)];
         if !b"\r\n".starts_with(crlf) {
-            return Err("no CRLF after a chunk in the response".into());
+            return Err(FramingError::NoCrlfAfterChunk);
         }
         if crlf.len() < 2 {
             return Ok(());
@@ -258,7 +287,7 @@ pub fn decode(remaining: &mut Remaining, buf: &mut BytesMut) -> Result<Option<Op
 mod tests {
     use super::*;
 
-    fn parse(raw: &[u8]) -> Result<Option<Head>, Failure> {
+    fn parse(raw: &[u8]) -> Result<Option<Head>, FramingError> {
         parse_head(&mut BytesMut::from(raw))
     }
 

@@ -643,12 +643,12 @@ async fn route<'a>(c: &Client, r: &'a Router, mut req: Request<Incoming>) -> (Re
     (res, Some(&route.upstream))
 }
 
-fn bad_gateway(r: &Router, route: &Route, detail: String) -> Response<Body> {
+fn bad_gateway(r: &Router, route: &Route, detail: upstream::UpstreamError) -> Response<Body> {
     r.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
     tracing::debug!("router: upstream {} failed: {detail}", route.upstream);
     json(
         StatusCode::BAD_GATEWAY,
-        serde_json::json!({"error": "bad gateway", "upstream": route.upstream, "detail": detail}),
+        serde_json::json!({"error": "bad gateway", "upstream": route.upstream, "detail": detail.to_string()}),
     )
 }
 
@@ -673,8 +673,7 @@ async fn exchange_within(
     .await;
     c.clocks.exchange_done();
     outcome.unwrap_or_else(|| {
-        let why = format!("no response within {}", humantime::format_duration(r.spec.upstream_timeout));
-        Err(ExchangeError::Upstream(why))
+        Err(ExchangeError::Upstream(upstream::UpstreamError::NoResponseWithin(r.spec.upstream_timeout)))
     })
 }
 
@@ -687,9 +686,7 @@ fn passed_on(mut response: Response<UpstreamBody>) -> Response<Body> {
 async fn forward(c: &Client, r: &Router, route: &Route, req: Request<Incoming>) -> Response<Body> {
     match exchange_within(c, r, &c.upstreams, route, req).await {
         Ok(Exchanged { response, upgraded: None }) => passed_on(response),
-        Ok(Exchanged { upgraded: Some(_), .. }) => {
-            bad_gateway(r, route, "101 Switching Protocols to a request that asked for no upgrade".into())
-        }
+        Ok(Exchanged { upgraded: Some(_), .. }) => bad_gateway(r, route, upstream::UpstreamError::UnaskedUpgrade),
         Err(e) => failed(c, r, route, e),
     }
 }

@@ -78,21 +78,46 @@ impl Upstreams {
     }
 }
 
-pub use framing::Failure;
+pub use framing::FramingError;
+
+/// Why the upstream gave no usable response (the client's 502), in a few
+/// words for the 502 body and the debug log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Framing(#[from] FramingError),
+    #[error("connect timeout")]
+    ConnectTimeout,
+    #[error("connection refused")]
+    Refused,
+    #[error("connection reset")]
+    Reset,
+    #[error("connection closed before a response")]
+    ClosedBeforeResponse,
+    #[error("connection closed in the response head")]
+    ClosedInHead,
+    #[error("no response within {}", humantime::format_duration(*.0))]
+    NoResponseWithin(Duration),
+    #[error("101 Switching Protocols to a request that asked for no upgrade")]
+    UnaskedUpgrade,
+    /// Any other socket error, as the OS words it.
+    #[error("{0}")]
+    Io(String),
+}
 
 /// Why an exchange gave no response.
 #[derive(Debug)]
 pub enum ExchangeError {
-    /// The upstream failed (the client's 502), in a few words.
-    Upstream(Failure),
+    /// The upstream failed (the client's 502).
+    Upstream(UpstreamError),
     /// The client's request body could not be read (bad chunked framing,
     /// the client went away): the client's fault, a 400, not the upstream's.
     Client(String),
 }
 
-impl From<Failure> for ExchangeError {
-    fn from(why: Failure) -> ExchangeError {
-        ExchangeError::Upstream(why)
+impl<E: Into<UpstreamError>> From<E> for ExchangeError {
+    fn from(why: E) -> ExchangeError {
+        ExchangeError::Upstream(why.into())
     }
 }
 
@@ -114,23 +139,23 @@ impl std::fmt::Display for SendError {
 }
 
 /// Connects to `addr` within `timeout`, without Nagle.
-pub async fn connect(addr: &str, timeout: Duration) -> Result<UpConn, Failure> {
+pub async fn connect(addr: &str, timeout: Duration) -> Result<UpConn, UpstreamError> {
     let io = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(describe_io(&e)),
-        Err(_) => return Err("connect timeout".into()),
+        Err(_) => return Err(UpstreamError::ConnectTimeout),
     };
     let _ = io.set_nodelay(true);
     Ok(UpConn { io, buf: BytesMut::with_capacity(READ_SIZE), read_size: READ_SIZE })
 }
 
-pub fn describe_io(e: &std::io::Error) -> String {
+pub fn describe_io(e: &std::io::Error) -> UpstreamError {
     match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        std::io::ErrorKind::ConnectionReset => "connection reset".into(),
-        std::io::ErrorKind::TimedOut => "connect timeout".into(),
-        std::io::ErrorKind::UnexpectedEof => "connection closed before a response".into(),
-        _ => e.to_string(),
+        std::io::ErrorKind::ConnectionRefused => UpstreamError::Refused,
+        std::io::ErrorKind::ConnectionReset => UpstreamError::Reset,
+        std::io::ErrorKind::TimedOut => UpstreamError::ConnectTimeout,
+        std::io::ErrorKind::UnexpectedEof => UpstreamError::ClosedBeforeResponse,
+        _ => UpstreamError::Io(e.to_string()),
     }
 }
 
@@ -321,13 +346,39 @@ enum Sent {
 
 /// How an exchange on one connection ended before a response head.
 struct Broken {
-    why: Failure,
+    why: BrokenWhy,
     /// Nothing of the request reached the kernel: it can go again as is.
     unsent: bool,
     /// A response byte arrived: the upstream answered, however badly.
     answered: bool,
+}
+
+/// Whose fault a broken exchange was.
+enum BrokenWhy {
+    Upstream(UpstreamError),
     /// The client's body failed, not the upstream.
-    client: bool,
+    Client(String),
+}
+
+impl From<UpstreamError> for BrokenWhy {
+    fn from(e: UpstreamError) -> BrokenWhy {
+        BrokenWhy::Upstream(e)
+    }
+}
+
+impl From<FramingError> for BrokenWhy {
+    fn from(e: FramingError) -> BrokenWhy {
+        BrokenWhy::Upstream(e.into())
+    }
+}
+
+impl std::fmt::Display for BrokenWhy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BrokenWhy::Upstream(e) => e.fmt(f),
+            BrokenWhy::Client(why) => f.write_str(why),
+        }
+    }
 }
 
 /// Sends the request and reads the response head, skipping interim (1xx)
@@ -340,20 +391,15 @@ async fn round_trip(conn: &mut UpConn, out: &mut Outgoing) -> Result<(Head, Sent
             match out.poll_send(&mut conn.io, cx) {
                 Poll::Ready(Ok(())) => sending = false,
                 Poll::Ready(Err(SendError::Client(e))) => {
-                    let why = format!("bad request body ({e})");
-                    return Poll::Ready(Err(Broken { why, unsent: false, answered: false, client: true }));
+                    let why = BrokenWhy::Client(format!("bad request body ({e})"));
+                    return Poll::Ready(Err(Broken { why, unsent: false, answered: false }));
                 }
                 Poll::Ready(Err(SendError::Io(e))) => {
                     // The upstream may have answered and closed without
                     // reading the body: take what it said, if anything.
                     if conn.buf.is_empty() && !matches!(poll_fill(conn, cx), Poll::Ready(Ok(n)) if n > 0) {
                         let unsent = out.sent == 0;
-                        return Poll::Ready(Err(Broken {
-                            why: describe_io(&e),
-                            unsent,
-                            answered: false,
-                            client: false,
-                        }));
+                        return Poll::Ready(Err(Broken { why: describe_io(&e).into(), unsent, answered: false }));
                     }
                     (sending, cut) = (false, true);
                 }
@@ -374,27 +420,16 @@ async fn round_trip(conn: &mut UpConn, out: &mut Outgoing) -> Result<(Head, Sent
                 return Poll::Ready(Ok((head, sent)));
             }
             Ok(None) => {}
-            Err(why) => return Poll::Ready(Err(Broken { why, unsent: false, answered: true, client: false })),
+            Err(why) => return Poll::Ready(Err(Broken { why: why.into(), unsent: false, answered: true })),
         }
         let answered = !conn.buf.is_empty();
         match ready!(poll_fill(conn, cx)) {
             Ok(0) => {
-                let why = if answered {
-                    "connection closed in the response head"
-                } else {
-                    "connection closed before a response"
-                };
-                return Poll::Ready(Err(Broken { why: why.into(), unsent: out.sent == 0, answered, client: false }));
+                let why = if answered { UpstreamError::ClosedInHead } else { UpstreamError::ClosedBeforeResponse };
+                return Poll::Ready(Err(Broken { why: why.into(), unsent: out.sent == 0, answered }));
             }
             Ok(_) => {}
-            Err(e) => {
-                return Poll::Ready(Err(Broken {
-                    why: describe_io(&e),
-                    unsent: out.sent == 0,
-                    answered,
-                    client: false,
-                }))
-            }
+            Err(e) => return Poll::Ready(Err(Broken { why: describe_io(&e).into(), unsent: out.sent == 0, answered })),
         }
     })
     .await
@@ -447,7 +482,7 @@ pub async fn exchange(
         };
         match round_trip(&mut c, &mut out).await {
             Ok((h, sent)) => break (c, h, sent),
-            Err(b) if b.client => return Err(ExchangeError::Client(b.why)),
+            Err(Broken { why: BrokenWhy::Client(why), .. }) => return Err(ExchangeError::Client(why)),
             Err(b) if reused && !b.answered && (b.unsent || replayable) => {
                 tracing::debug!(
                     "router: {addr} closed a kept connection under a request ({}); sending it again on a new one",
@@ -456,7 +491,7 @@ pub async fn exchange(
                 out.pending = first(&parts);
                 out.sent = 0;
             }
-            Err(b) => return Err(ExchangeError::Upstream(b.why)),
+            Err(Broken { why: BrokenWhy::Upstream(why), .. }) => return Err(ExchangeError::Upstream(why)),
         }
     };
     let remaining = body_length(&parts.method, &head)?;
