@@ -76,28 +76,28 @@ fn cases() -> Vec<Case> {
             .err(
                 "web.toml",
                 At::Value("command"),
-                "invalid type: string \"flowise start\", expected a sequence",
+                "key `command`: expected an array of strings, found the string \"flowise start\"; write command = [\"flowise\", \"start\"]",
             ),
         Case::new("critical_is_a_string")
             .unit("web.toml", &format!("[unit]\ncritical = \"yes\"\n{SVC}"))
             .err(
                 "web.toml",
                 At::Value("critical"),
-                "invalid type: string \"yes\", expected a boolean",
+                "key `critical`: expected a boolean (true or false), found the string \"yes\"; write critical = true",
             ),
         Case::new("command_element_not_a_string")
             .unit("web.toml", "[service]\ncommand = [\"sleep\", 10]\n")
             .err(
                 "web.toml",
                 At::Find("10"),
-                "invalid type: integer `10`, expected a string",
+                "key `command`: element 2 must be a string, found the integer 10; write \"10\"",
             ),
         Case::new("requires_is_a_string")
             .unit("web.toml", &format!("[unit]\nrequires = \"db\"\n{SVC}"))
             .err(
                 "web.toml",
                 At::Value("requires"),
-                "invalid type: string \"db\", expected a sequence",
+                "key `requires`: expected an array of strings, found the string \"db\"; write requires = [\"db\"]",
             ),
         Case::new("env_value_not_a_string")
             .unit(
@@ -107,7 +107,7 @@ fn cases() -> Vec<Case> {
             .err(
                 "web.toml",
                 At::Find("3001"),
-                "invalid type: integer `3001`, expected a string",
+                "key `env.PORT`: expected a string, found an integer; quote the value: PORT = \"…\"",
             ),
         Case::new("start_limit_burst_negative")
             .unit(
@@ -117,7 +117,7 @@ fn cases() -> Vec<Case> {
             .err(
                 "web.toml",
                 At::Value("start_limit_burst"),
-                "invalid value: integer `-1`",
+                "key `start_limit_burst`: must be at least 1, found -1; write start_limit_burst = 5",
             ),
         Case::new("user_id_negative")
             .unit("web.toml", "[service]\ncommand = [\"true\"]\nuser = -1\n")
@@ -157,14 +157,14 @@ fn cases() -> Vec<Case> {
             .err(
                 "web.toml",
                 At::Value("restart"),
-                "unknown variant `sometimes`, expected one of `no`, `on-failure`, `always`",
+                "key `restart`: unknown value \"sometimes\"; write one of \"no\", \"on-failure\", \"always\"",
             ),
         Case::new("unknown_service_type")
             .unit(
                 "web.toml",
                 "[service]\ncommand = [\"true\"]\ntype = \"forking\"\n",
             )
-            .err("web.toml", At::Value("type"), "unknown variant `forking`"),
+            .err("web.toml", At::Value("type"), "key `type`: unknown value \"forking\"; write one of \"simple\", \"oneshot\", \"notify\""),
         Case::new("restart_always_on_oneshot")
             .unit(
                 "setup.toml",
@@ -183,7 +183,7 @@ fn cases() -> Vec<Case> {
             .err(
                 "web.toml",
                 At::Value("start_limit_burst"),
-                "start_limit_burst must be at least 1",
+                "key `start_limit_burst`: must be at least 1, found 0; write start_limit_burst = 5",
             ),
         Case::new("rotate_without_log_file")
             .unit(
@@ -506,7 +506,7 @@ fn cases() -> Vec<Case> {
             .err(
                 "web.toml",
                 At::Value("start_limit_burst"),
-                "start_limit_burst must be at least 1",
+                "key `start_limit_burst`: must be at least 1, found 0; write start_limit_burst = 5",
             ),
     ]
 }

@@ -3,6 +3,7 @@
 
 pub mod expand;
 pub mod raw;
+pub mod schema;
 pub mod unit;
 pub mod validate;
 
