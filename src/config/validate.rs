@@ -1170,6 +1170,48 @@ mod tests {
     }
 
     #[test]
+    fn notify_unit_names_up_to_the_socket_limit_load() {
+        let unit = "[service]\ncommand = [\"true\"]\ntype = \"notify\"\n";
+        let longest = "n".repeat(MAX_NOTIFY_UNIT_NAME);
+        assert!(load(&[(&longest, unit)]).is_ok());
+        // The longest name still fits with the largest pid and sequence number.
+        assert_eq!(notify_socket_name(4_194_304, &longest, u64::MAX).len(), NOTIFY_ADDRESS_MAX - 1);
+        let errs = load(&[(&format!("{longest}x"), unit)]).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("at most 69 fit"), "{}", errs[0]);
+        // Only notify units have a notify socket.
+        assert!(load(&[(&format!("{longest}x"), "[service]\ncommand = [\"true\"]\n")]).is_ok());
+    }
+
+    #[test]
+    fn listen_addresses_overlap_on_the_same_port_and_family() {
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert!(overlaps(a("127.0.0.1:3000"), a("127.0.0.1:3000")));
+        assert!(overlaps(a("0.0.0.0:3000"), a("127.0.0.1:3000")));
+        assert!(overlaps(a("10.0.0.1:3000"), a("0.0.0.0:3000")));
+        assert!(overlaps(a("[::]:3000"), a("[::1]:3000")));
+        assert!(!overlaps(a("127.0.0.1:3000"), a("127.0.0.1:3001")));
+        assert!(!overlaps(a("127.0.0.1:3000"), a("10.0.0.1:3000")));
+        assert!(!overlaps(a("0.0.0.0:3000"), a("[::1]:3000")));
+        let router = |addr: &str| {
+            format!(
+                "[router]\nlisten = \"{addr}\"\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:9\"\n"
+            )
+        };
+        assert!(load(&[("a", &router("127.0.0.1:3000")), ("b", &router("127.0.0.1:3001"))]).is_ok());
+        // A router disabled by profile binds nothing.
+        let off = format!("[unit]\nprofiles = [\"off\"]\n{}", router("127.0.0.1:3000"));
+        assert!(load(&[("a", &router("127.0.0.1:3000")), ("b", &off)]).is_ok());
+    }
+
+    #[test]
+    fn nested_defaults_expand_like_compose() {
+        let set =
+            load(&[("web", "[service]\ncommand = [\"echo\", \"${NOPE:-${HOST}}\", \"${HOST:-${NOPE}}\"]\n")]).unwrap();
+        assert_eq!(set.units[0].service.as_ref().unwrap().argv, ["echo", "h", "h"]);
+    }
+
+    #[test]
     fn env_file_parsing() {
         let pairs = parse_env_file("# c\n\nA=1\nexport B = \"two words\"\nC='x'\n").unwrap();
         assert_eq!(pairs, [("A".into(), "1".into()), ("B".into(), "two words".into()), ("C".into(), "x".into())]);
