@@ -87,6 +87,10 @@ fn cases() -> Vec<Case> {
         Case::new("unknown_key_near_miss")
             .unit("web.toml", "[service]\ncommand = [\"true\"]\nrestart_dealy = \"1s\"\n")
             .err("web.toml", At::Key("restart_dealy"), "unknown field `restart_dealy` in [service]; did you mean `restart_delay`?"),
+        // The misspelt key is the one error: no "needs command or shell" too.
+        Case::new("misspelt_command_is_one_error")
+            .unit("web.toml", "[service]\ncomand = [\"true\"]\n")
+            .err("web.toml", At::Key("comand"), "unknown field `comand` in [service]; did you mean `command`?"),
         Case::new("start_limit_burst_is_a_string")
             .unit("web.toml", "[service]\ncommand = [\"true\"]\nstart_limit_burst = \"five\"\n")
             .err(
@@ -731,6 +735,7 @@ case_tests!(
     many_errors_in_one_file,
     unknown_table_near_miss,
     unknown_key_near_miss,
+    misspelt_command_is_one_error,
     start_limit_burst_is_a_string,
     duration_is_a_number,
     env_file_is_a_string,

@@ -165,6 +165,7 @@ impl Checker {
     /// the table is named in a message (`[service]`).
     fn table(&mut self, table: &mut DeTable<'_>, span: Range<usize>, fields: &[Field], path: &str, label: &str) {
         let mut remove = Vec::new();
+        let mut unknown = Vec::new();
         for (key, value) in table.iter_mut() {
             let name: &str = key.get_ref();
             let full = if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
@@ -178,6 +179,7 @@ impl Checker {
                     ),
                 };
                 self.push(key.span(), message);
+                unknown.push(name.to_string());
                 remove.push(name.to_string());
                 self.dropped.insert(full);
                 continue;
@@ -192,7 +194,9 @@ impl Checker {
         }
         for field in fields.iter().filter(|f| f.required) {
             let full = if path.is_empty() { field.name.to_string() } else { format!("{path}.{}", field.name) };
-            if !table.contains_key(field.name) && !self.dropped.contains(&full) {
+            // A misspelt `listne` was reported with its "did you mean".
+            let misspelt = unknown.iter().any(|u| closest(u, [field.name]).is_some());
+            if !table.contains_key(field.name) && !self.dropped.contains(&full) && !misspelt {
                 self.push(
                     span.clone(),
                     format!("{label} is missing the key `{}`; write {} = {}", field.name, field.name, field.example),
@@ -426,6 +430,15 @@ fn list_text<'a>(items: impl Iterator<Item = &'a str>) -> String {
     format!("[{}]", items.map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "))
 }
 
+/// Whether a reported (and removed) entry of `table` was, or was close to,
+/// one of `names`: a following "missing key" error would only repeat it.
+pub fn dropped_near(dropped: &BTreeSet<String>, table: &str, names: &[&str]) -> bool {
+    dropped
+        .iter()
+        .filter_map(|d| d.strip_prefix(table)?.strip_prefix('.'))
+        .any(|key| names.iter().any(|n| n.eq_ignore_ascii_case(key)) || closest(key, names.iter().copied()).is_some())
+}
+
 /// The candidate closest to `word`, if it is close enough to be what was
 /// meant: at most 2 edits (a swap of neighbours counts as one) and at most
 /// a third of the word, or a Jaro-Winkler similarity of at least 0.9.
@@ -502,6 +515,7 @@ mod tests {
             ("[service]\nuser = -1\n", "key `user`: invalid id -1"),
             ("service = 5\n", "key `service`: expected a table, found the integer 5"),
             ("[router]\nlisten = \"127.0.0.1:1\"\n[[router.routes]]\nupstream = \"http://127.0.0.1:2\"\n", "[[router.routes]] is missing the key `prefix`; write prefix = \"/api/\""),
+            ("[router]\nlistne = \"127.0.0.1:1\"\n", "unknown field `listne` in [router]; did you mean `listen`?"),
         ];
         for (text, want) in cases {
             let got = problems(text);

@@ -3,6 +3,7 @@
 
 use super::expand::{expand, ExpandError};
 use super::raw::{self, RawService, RawUnitFile, UserRef};
+use super::schema::dropped_near;
 use super::unit::*;
 use crate::graph;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -513,7 +514,7 @@ fn build_service(
             errors.push(file.error(Some(sh.span()), "set either command or shell, not both".into()));
             None
         }
-        (None, None) if dropped.contains("service.command") || dropped.contains("service.shell") => None,
+        (None, None) if dropped_near(dropped, "service", &["command", "shell"]) => None,
         (None, None) => {
             errors.push(file.error(
                 Some(table_span),
@@ -806,9 +807,7 @@ impl Probes<'_, '_> {
     ) -> Option<ProbeKind> {
         let count =
             [r.http.is_some(), r.tcp.is_some(), r.exec.is_some(), r.log.is_some()].iter().filter(|x| **x).count();
-        let kind_dropped =
-            ["http", "tcp", "exec", "log"].iter().any(|k| self.dropped.contains(&format!("{table}.{k}")));
-        if count == 0 && kind_dropped {
+        if count == 0 && dropped_near(self.dropped, table, &["http", "tcp", "exec", "log"]) {
             return None;
         }
         if count != 1 {
