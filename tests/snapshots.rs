@@ -98,7 +98,7 @@ fn bad_corpus(d: &TempDir) {
         ("x-unknown-table", format!("{SVC}\n[logs]\nprefix = \"x\"\n")),
         ("y-invalid-variable-name", "[service]\ncommand = [\"echo\", \"${1X}\"]\n".into()),
         ("z-unterminated-variable", "[service]\ncommand = [\"echo\", \"${HOME\"]\n".into()),
-        ("za-every-error", format!("[readiness]\ntcp = \"127.0.0.1:1\"\ninterval = \"ten\"\n\n[service]\nrestart_dealy = \"1s\"\ncommand = [\"true\"]\n")),
+        ("za-every-error", "[readiness]\ntcp = \"127.0.0.1:1\"\ninterval = \"ten\"\n\n[service]\nrestart_dealy = \"1s\"\ncommand = [\"true\"]\n".into()),
         ("zb-shell-variable", "[service]\nshell = \"exec app --port ${NOPE}\"\n".into()),
         ("zc-dependency-near-miss", format!("[unit]\nwants = [\"okk\"]\n{SVC}")),
         ("Bad_Name", SVC.into()),

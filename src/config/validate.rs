@@ -469,6 +469,10 @@ fn duration(
     }
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one unit file and its load; a struct would only rename them"
+)]
 fn build_service(
     file: &FileCtx,
     spanned: Spanned<RawService>,
