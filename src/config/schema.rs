@@ -349,9 +349,8 @@ impl Checker {
                 );
                 false
             }
-            (Kind::UserRef, v) => {
-                let hint = scalar_text(v).map_or(field.example.to_string(), |t| format!("{t:?}"));
-                self.push(span, wrong("a name (string) or a numeric id", hint));
+            (Kind::UserRef, _) => {
+                self.push(span, wrong("a name (string) or a numeric id", field.example.to_string()));
                 false
             }
             (Kind::Table(fields), DeValue::Table(t)) => {
@@ -511,7 +510,7 @@ mod tests {
             ("[service]\nenv = { PORT = 3001 }\n", "key `env.PORT`: expected a string, found an integer; quote the value: PORT = \"…\""),
             ("[service]\nrestart = \"allways\"\n", "key `restart`: unknown value \"allways\"; did you mean \"always\"?"),
             ("[service]\ntype = \"forking\"\n", "key `type`: unknown value \"forking\"; write one of \"simple\", \"oneshot\", \"notify\""),
-            ("[service]\nuser = true\n", "key `user`: expected a name (string) or a numeric id, found the boolean true"),
+            ("[service]\nuser = true\n", "key `user`: expected a name (string) or a numeric id, found the boolean true; write user = \"node\""),
             ("[service]\nuser = -1\n", "key `user`: invalid id -1"),
             ("service = 5\n", "key `service`: expected a table, found the integer 5"),
             ("[router]\nlisten = \"127.0.0.1:1\"\n[[router.routes]]\nupstream = \"http://127.0.0.1:2\"\n", "[[router.routes]] is missing the key `prefix`; write prefix = \"/api/\""),
