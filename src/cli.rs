@@ -106,12 +106,37 @@ pub struct UpArgs {
     pub socket: SocketArgs,
 }
 
+/// Where the units dir came from, for messages about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitsDirSource {
+    Flag,
+    Env,
+    Default,
+}
+
+impl std::fmt::Display for UnitsDirSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UnitsDirSource::Flag => "given with --units",
+            UnitsDirSource::Env => "taken from $FLOWINIT_UNITS",
+            UnitsDirSource::Default => "the default: neither --units nor $FLOWINIT_UNITS is set",
+        })
+    }
+}
+
 impl UnitsArgs {
     pub fn units_dir(&self) -> PathBuf {
-        self.units
-            .clone()
-            .or_else(|| std::env::var_os("FLOWINIT_UNITS").filter(|v| !v.is_empty()).map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("/etc/flowinit/units"))
+        self.units_dir_and_source().0
+    }
+
+    pub fn units_dir_and_source(&self) -> (PathBuf, UnitsDirSource) {
+        if let Some(dir) = &self.units {
+            return (dir.clone(), UnitsDirSource::Flag);
+        }
+        match std::env::var_os("FLOWINIT_UNITS").filter(|v| !v.is_empty()) {
+            Some(dir) => (PathBuf::from(dir), UnitsDirSource::Env),
+            None => (PathBuf::from("/etc/flowinit/units"), UnitsDirSource::Default),
+        }
     }
 
     pub fn profiles(&self) -> Vec<String> {

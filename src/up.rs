@@ -6,9 +6,16 @@
 use crate::cli::{UnitsArgs, UpArgs};
 use crate::{config, control, logs, process, router, supervisor};
 
+/// The units dir loaded and validated; a dir without unit files is an
+/// error too (a mistyped path must not give an init that runs nothing).
 fn load(args: &UnitsArgs, offline: bool) -> Result<config::UnitSet, Vec<config::ConfigError>> {
     let ctx = config::LoadContext::from_process(args.profiles(), offline);
-    config::load_dir(&args.units_dir(), &ctx)
+    let (dir, source) = args.units_dir_and_source();
+    let set = config::load_dir(&dir, &ctx)?;
+    if set.units.is_empty() {
+        return Err(vec![config::no_units(&dir, &source.to_string())]);
+    }
+    Ok(set)
 }
 
 fn print_errors(errors: &[config::ConfigError]) {

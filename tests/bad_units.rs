@@ -56,6 +56,16 @@ const WITNESS_FILE: &str = "witness-started";
 /// A minimal valid `[service]` table.
 const SVC: &str = "[service]\ncommand = [\"true\"]\n";
 
+/// A unit name one byte longer than a notify unit's socket address allows
+/// (`MAX_NOTIFY_UNIT_NAME`, 69).
+const LONG_NOTIFY_NAME: &str = "notify-0123456789012345678901234567890123456789012345678901234567890ab";
+const LONG_NOTIFY_FILE: &str = "notify-0123456789012345678901234567890123456789012345678901234567890ab.toml";
+
+/// A router unit listening on `addr` (`listen` on line 2, column 10).
+fn router_on(addr: &str) -> String {
+    format!("[router]\nlisten = \"{addr}\"\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:9\"\n")
+}
+
 fn cases() -> Vec<Case> {
     vec![
         // -- unknown keys, wrong types (serde) ------------------------------
@@ -70,34 +80,76 @@ fn cases() -> Vec<Case> {
                 "web.toml",
                 "[unit]\ndescription = \"web\"\n\n[service]\ncommand = [\"true\"]\n\n[logs]\nprefix = \"w\"\n",
             )
-            .err("web.toml", At::Find("logs"), "unknown field `logs`"),
+            .err("web.toml", At::Find("logs"), "unknown field `logs` in the top level; did you mean `log`?"),
+        Case::new("unknown_table_near_miss")
+            .unit("web.toml", &format!("{SVC}\n[readyness]\ntcp = \"127.0.0.1:1\"\n"))
+            .err("web.toml", At::Find("readyness"), "unknown field `readyness` in the top level; did you mean `readiness`?"),
+        Case::new("unknown_key_near_miss")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\nrestart_dealy = \"1s\"\n")
+            .err("web.toml", At::Key("restart_dealy"), "unknown field `restart_dealy` in [service]; did you mean `restart_delay`?"),
+        // The misspelt key is the one error: no "needs command or shell" too.
+        Case::new("misspelt_command_is_one_error")
+            .unit("web.toml", "[service]\ncomand = [\"true\"]\n")
+            .err("web.toml", At::Key("comand"), "unknown field `comand` in [service]; did you mean `command`?"),
+        Case::new("start_limit_burst_is_a_string")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\nstart_limit_burst = \"five\"\n")
+            .err(
+                "web.toml",
+                At::Value("start_limit_burst"),
+                "key `start_limit_burst`: expected a whole number, found the string \"five\"; write start_limit_burst = 5",
+            ),
+        Case::new("duration_is_a_number")
+            .unit("web.toml", &format!("{SVC}[readiness]\ntcp = \"127.0.0.1:1\"\ninterval = 10\n"))
+            .err(
+                "web.toml",
+                At::Value("interval"),
+                "key `interval`: expected a duration string such as \"500ms\", \"10s\" or \"1m 30s\", found the integer 10; write interval = \"10s\"",
+            ),
+        Case::new("env_file_is_a_string")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\nenv_file = \"/run/app.env\"\n")
+            .err(
+                "web.toml",
+                At::Value("env_file"),
+                "key `env_file`: expected an array of strings, found the string \"/run/app.env\"; write env_file = [\"/run/app.env\"]",
+            ),
+        // One schema error no longer hides the other errors of its file.
+        Case::new("every_error_of_a_file")
+            .unit(
+                "web.toml",
+                "[unit]\ncritical = \"yes\"\n[readiness]\ntcp = \"127.0.0.1:1\"\ninterval = \"ten\"\n\n[service]\nrestart_dealy = \"1s\"\ncommand = [\"true\"]\nstart_limit_burst = \"five\"\nstop_signal = \"SIGFOO\"\n",
+            )
+            .err("web.toml", At::Value("critical"), "key `critical`: expected a boolean")
+            .err("web.toml", At::Value("interval"), "invalid duration \"ten\" for `interval`")
+            .err("web.toml", At::Key("restart_dealy"), "did you mean `restart_delay`?")
+            .err("web.toml", At::Value("start_limit_burst"), "key `start_limit_burst`: expected a whole number")
+            .err("web.toml", At::Value("stop_signal"), "unknown signal \"SIGFOO\""),
         Case::new("command_is_a_string")
             .unit("web.toml", "[service]\ncommand = \"flowise start\"\n")
             .err(
                 "web.toml",
                 At::Value("command"),
-                "invalid type: string \"flowise start\", expected a sequence",
+                "key `command`: expected an array of strings, found the string \"flowise start\"; write command = [\"flowise\", \"start\"]",
             ),
         Case::new("critical_is_a_string")
             .unit("web.toml", &format!("[unit]\ncritical = \"yes\"\n{SVC}"))
             .err(
                 "web.toml",
                 At::Value("critical"),
-                "invalid type: string \"yes\", expected a boolean",
+                "key `critical`: expected a boolean (true or false), found the string \"yes\"; write critical = true",
             ),
         Case::new("command_element_not_a_string")
             .unit("web.toml", "[service]\ncommand = [\"sleep\", 10]\n")
             .err(
                 "web.toml",
                 At::Find("10"),
-                "invalid type: integer `10`, expected a string",
+                "key `command`: element 2 must be a string, found the integer 10; write \"10\"",
             ),
         Case::new("requires_is_a_string")
             .unit("web.toml", &format!("[unit]\nrequires = \"db\"\n{SVC}"))
             .err(
                 "web.toml",
                 At::Value("requires"),
-                "invalid type: string \"db\", expected a sequence",
+                "key `requires`: expected an array of strings, found the string \"db\"; write requires = [\"db\"]",
             ),
         Case::new("env_value_not_a_string")
             .unit(
@@ -107,7 +159,7 @@ fn cases() -> Vec<Case> {
             .err(
                 "web.toml",
                 At::Find("3001"),
-                "invalid type: integer `3001`, expected a string",
+                "key `env.PORT`: expected a string, found an integer; quote the value: PORT = \"…\"",
             ),
         Case::new("start_limit_burst_negative")
             .unit(
@@ -117,7 +169,7 @@ fn cases() -> Vec<Case> {
             .err(
                 "web.toml",
                 At::Value("start_limit_burst"),
-                "invalid value: integer `-1`",
+                "key `start_limit_burst`: must be at least 1, found -1; write start_limit_burst = 5",
             ),
         Case::new("user_id_negative")
             .unit("web.toml", "[service]\ncommand = [\"true\"]\nuser = -1\n")
@@ -157,14 +209,31 @@ fn cases() -> Vec<Case> {
             .err(
                 "web.toml",
                 At::Value("restart"),
-                "unknown variant `sometimes`, expected one of `no`, `on-failure`, `always`",
+                "key `restart`: unknown value \"sometimes\"; write one of \"no\", \"on-failure\", \"always\"",
+            ),
+        Case::new("restart_policy_near_miss")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\nrestart = \"allways\"\n")
+            .err(
+                "web.toml",
+                At::Value("restart"),
+                "key `restart`: unknown value \"allways\"; did you mean \"always\"? (one of \"no\", \"on-failure\", \"always\")",
+            ),
+        Case::new("service_type_near_miss")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\ntype = \"notfy\"\n")
+            .err("web.toml", At::Value("type"), "key `type`: unknown value \"notfy\"; did you mean \"notify\"?"),
+        Case::new("stop_signal_near_miss")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\nstop_signal = \"SIGTREM\"\n")
+            .err(
+                "web.toml",
+                At::Value("stop_signal"),
+                "unknown signal \"SIGTREM\" (expected a name like \"SIGTERM\" or a number); did you mean \"SIGTERM\"? write stop_signal = \"SIGTERM\"",
             ),
         Case::new("unknown_service_type")
             .unit(
                 "web.toml",
                 "[service]\ncommand = [\"true\"]\ntype = \"forking\"\n",
             )
-            .err("web.toml", At::Value("type"), "unknown variant `forking`"),
+            .err("web.toml", At::Value("type"), "key `type`: unknown value \"forking\"; write one of \"simple\", \"oneshot\", \"notify\""),
         Case::new("restart_always_on_oneshot")
             .unit(
                 "setup.toml",
@@ -183,7 +252,7 @@ fn cases() -> Vec<Case> {
             .err(
                 "web.toml",
                 At::Value("start_limit_burst"),
-                "start_limit_burst must be at least 1",
+                "key `start_limit_burst`: must be at least 1, found 0; write start_limit_burst = 5",
             ),
         Case::new("rotate_without_log_file")
             .unit(
@@ -298,6 +367,50 @@ fn cases() -> Vec<Case> {
                 "[service]\ncommand = [\"echo\", \"${HOME\"]\n",
             )
             .err("web.toml", At::Find("\"${HOME\""), "unterminated ${"),
+        Case::new("nested_default_unset")
+            .unit("web.toml", "[service]\ncommand = [\"echo\", \"${NOPE:-${FLOWINIT_TEST_UNSET}}\"]\n")
+            .err(
+                "web.toml",
+                At::Find("\"${NOPE:-"),
+                "variable ${FLOWINIT_TEST_UNSET} is not set and has no default",
+            ),
+        Case::new("nested_default_unterminated")
+            .unit("web.toml", "[service]\ncommand = [\"echo\", \"${NOPE:-${HOME}\"]\n")
+            .err("web.toml", At::Find("\"${NOPE:-"), "unterminated ${"),
+        Case::new("unset_variable_in_shell")
+            .unit(
+                "web.toml",
+                "[service]\nshell = \"exec app --port ${FLOWINIT_TEST_UNSET}\"\nenv = { FLOWINIT_TEST_UNSET = \"3001\" }\n",
+            )
+            .err(
+                "web.toml",
+                At::Value("shell"),
+                "variable ${FLOWINIT_TEST_UNSET} is not set and has no default (the FLOWINIT_TEST_UNSET in this unit's env is not used: ${…} is expanded from flowinit's own environment): flowinit expands ${…} when it loads the unit; for the shell to expand it at run time write $${FLOWINIT_TEST_UNSET} (or $FLOWINIT_TEST_UNSET), else write ${FLOWINIT_TEST_UNSET:-default}",
+            ),
+        // -- NUL bytes (TOML \u0000) -----------------------------------------
+        Case::new("nul_bytes")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"echo\", \"a\\u0000b\"]\nworking_dir = \"/tmp\\u0000x\"\nenv = { A = \"1\\u0000\" }\nuser = \"no\\u0000body\"\n",
+            )
+            .err("web.toml", At::Find("\"a\\u0000b\""), "key `command`: contains a NUL byte (\\u0000)")
+            .err("web.toml", At::Value("working_dir"), "key `working_dir`: contains a NUL byte")
+            .err("web.toml", At::Find("\"1\\u0000\""), "key `env.A`: contains a NUL byte")
+            .err("web.toml", At::Value("user"), "key `user`: contains a NUL byte"),
+        Case::new("nul_byte_in_shell")
+            .unit("web.toml", "[service]\nshell = \"echo a\\u0000b\"\n")
+            .err("web.toml", At::Value("shell"), "key `shell`: contains a NUL byte (\\u0000), which no program argument, path, user name or environment value can hold; remove it"),
+        // -- notify -------------------------------------------------------------
+        Case::new("notify_name_too_long")
+            .unit(LONG_NOTIFY_FILE, "[service]\ncommand = [\"true\"]\ntype = \"notify\"\n")
+            .err(
+                LONG_NOTIFY_FILE,
+                At::Value("type"),
+                &format!(
+                    "a notify unit's name is part of its notify socket address, which holds at most 108 bytes: \
+                     the name {LONG_NOTIFY_NAME:?} has 70 bytes, at most 69 fit; rename {LONG_NOTIFY_FILE} to a shorter name"
+                ),
+            ),
         Case::new("invalid_variable_name")
             .unit("web.toml", "[service]\ncommand = [\"echo\", \"${1X}\"]\n")
             .err(
@@ -371,6 +484,85 @@ fn cases() -> Vec<Case> {
                 "web.toml",
                 At::Find("\"phantom\""),
                 "unknown unit \"phantom\"",
+            ),
+        Case::new("dependency_near_miss")
+            .unit("postgres.toml", SVC)
+            .unit("web.toml", &format!("[unit]\nrequires = [\"postgress\"]\nafter = [\"ghost\"]\n{SVC}"))
+            .err(
+                "web.toml",
+                At::Find("\"postgress\""),
+                "unknown unit \"postgress\" in requires (no postgress.toml in the units dir); did you mean \"postgres\"?",
+            )
+            .err(
+                "web.toml",
+                At::Find("\"ghost\""),
+                "unknown unit \"ghost\" in after (no ghost.toml in the units dir); add ghost.toml or remove it from after",
+            ),
+        Case::new("route_unit_near_miss")
+            .unit("flowise.toml", SVC)
+            .unit(
+                "router.toml",
+                "[router]\nlisten = \"127.0.0.1:1\"\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:2\"\nunit = \"flowse\"\n",
+            )
+            .err(
+                "router.toml",
+                At::Value("unit"),
+                "unknown unit \"flowse\" in a route's `unit` (no flowse.toml in the units dir); did you mean \"flowise\"?",
+            ),
+        Case::new("route_unit_unknown")
+            .unit(
+                "router.toml",
+                "[router]\nlisten = \"127.0.0.1:1\"\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:2\"\nunit = \"nosuch\"\n",
+            )
+            .err(
+                "router.toml",
+                At::Value("unit"),
+                "unknown unit \"nosuch\" in a route's `unit` (no nosuch.toml in the units dir); add nosuch.toml or name a unit that exists",
+            ),
+        Case::new("route_upstream_with_a_path")
+            .unit(
+                "router.toml",
+                "[router]\nlisten = \"127.0.0.1:1\"\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:2/v1\"\n",
+            )
+            .err(
+                "router.toml",
+                At::Value("upstream"),
+                "key `upstream`: \"http://127.0.0.1:2/v1\" must be http://host:port without a path; write e.g. upstream = \"http://127.0.0.1:3001\"",
+            ),
+        // -- probe targets ----------------------------------------------------
+        Case::new("http_probe_without_scheme")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\n[readiness]\nhttp = \"127.0.0.1:3001/ping\"\n")
+            .err(
+                "web.toml",
+                At::Value("http"),
+                "key `http`: invalid URL \"127.0.0.1:3001/ping\": expected http://host:port/path; write e.g. http = \"http://127.0.0.1:3000/health\"",
+            ),
+        Case::new("tcp_probe_without_host")
+            .unit("db.toml", "[service]\ncommand = [\"true\"]\n[readiness]\ntcp = \"5432\"\n")
+            .err(
+                "db.toml",
+                At::Value("tcp"),
+                "key `tcp`: invalid target \"5432\": expected host:port; write e.g. tcp = \"127.0.0.1:5432\"",
+            ),
+        Case::new("log_probe_bad_regex")
+            .unit("db.toml", "[service]\ncommand = [\"true\"]\n[readiness]\nlog = \"(ready\"\n")
+            .err("db.toml", At::Value("log"), "key `log`: invalid regular expression \"(ready\": unclosed group"),
+        // -- routers --------------------------------------------------------
+        Case::new("routers_on_the_same_address")
+            .unit("a.toml", &router_on("127.0.0.1:3000"))
+            .unit("b.toml", &router_on("127.0.0.1:3000"))
+            .err(
+                "b.toml",
+                At::Value("listen"),
+                "key `listen`: 127.0.0.1:3000 (@ROOT@/units/b.toml:2:10) is the same address as 127.0.0.1:3000 of unit a (@ROOT@/units/a.toml:2:10); two routers cannot listen on one port: give one of them another port",
+            ),
+        Case::new("router_wildcard_overlaps_loopback")
+            .unit("a.toml", &router_on("0.0.0.0:3000"))
+            .unit("b.toml", &router_on("127.0.0.1:3000"))
+            .err(
+                "b.toml",
+                At::Value("listen"),
+                "key `listen`: 127.0.0.1:3000 (@ROOT@/units/b.toml:2:10) is an address that overlaps 0.0.0.0:3000 of unit a (@ROOT@/units/a.toml:2:10)",
             ),
         Case::new("self_dependency")
             .unit("web.toml", &format!("[unit]\nwants = [\"web\"]\n{SVC}"))
@@ -466,7 +658,11 @@ fn cases() -> Vec<Case> {
                 "web.toml",
                 "[unit]\ncritical = true\ncritical = false\n\n[service]\ncommand = [\"true\"]\n",
             )
-            .err("web.toml", At::KeyNth("critical", 1), "duplicate key"),
+            .err(
+                "web.toml",
+                At::KeyNth("critical", 1),
+                "duplicate key `critical`: it is already set above in the same table; keep one of the two",
+            ),
         Case::new("unit_file_not_utf8")
             .unit_bytes("web.toml", b"[service]\ncommand = [\"true\", \"\xff\"]\n")
             .err("web.toml", At::Start, "cannot read unit file"),
@@ -506,7 +702,7 @@ fn cases() -> Vec<Case> {
             .err(
                 "web.toml",
                 At::Value("start_limit_burst"),
-                "start_limit_burst must be at least 1",
+                "key `start_limit_burst`: must be at least 1, found 0; write start_limit_burst = 5",
             ),
     ]
 }
@@ -575,6 +771,31 @@ case_tests!(
     unit_file_is_a_directory,
     errors_in_two_files,
     many_errors_in_one_file,
+    unknown_table_near_miss,
+    unknown_key_near_miss,
+    misspelt_command_is_one_error,
+    start_limit_burst_is_a_string,
+    duration_is_a_number,
+    env_file_is_a_string,
+    every_error_of_a_file,
+    restart_policy_near_miss,
+    service_type_near_miss,
+    stop_signal_near_miss,
+    dependency_near_miss,
+    route_unit_near_miss,
+    route_unit_unknown,
+    route_upstream_with_a_path,
+    http_probe_without_scheme,
+    tcp_probe_without_host,
+    log_probe_bad_regex,
+    routers_on_the_same_address,
+    router_wildcard_overlaps_loopback,
+    nested_default_unset,
+    nested_default_unterminated,
+    unset_variable_in_shell,
+    nul_bytes,
+    nul_byte_in_shell,
+    notify_name_too_long,
 );
 
 #[test]
@@ -688,6 +909,44 @@ fn missing_units_dir() {
     up.assert_clean();
     assert_eq!(up.code(), Some(2), "{}", up.describe());
     assert_eq!(up.stdout, "", "{}", up.describe());
+}
+
+/// A units dir without unit files: `check` exits 1, `up` exits 2, and the
+/// message names the dir and how it was chosen (flag or environment).
+#[test]
+fn empty_units_dir() {
+    let dir = TempDir::new("empty-units-dir");
+    dir.unit("README.md", "not a unit\n");
+    let units = dir.units.display().to_string();
+    let want = |how: &str| {
+        format!(
+            "{units}:1:1: no unit files (*.toml) in the units dir ({how}); put NAME.toml files there, \
+             or choose the directory with --units DIR or $FLOWINIT_UNITS"
+        )
+    };
+    for (args, env, how, code) in [
+        (&["check"][..], &[][..], "given with --units", 1),
+        (&["up", "--shutdown-timeout", "1s"][..], &[][..], "given with --units", 2),
+        (&["check"][..], &[("FLOWINIT_UNITS", units.as_str())][..], "taken from $FLOWINIT_UNITS", 1),
+        (
+            &["up", "--shutdown-timeout", "1s"][..],
+            &[("FLOWINIT_UNITS", units.as_str())][..],
+            "taken from $FLOWINIT_UNITS",
+            2,
+        ),
+    ] {
+        let with_flag = env.is_empty();
+        let out = run_flowinit_with(&dir, args, env, with_flag);
+        out.assert_clean();
+        assert_eq!(out.code(), Some(code), "{args:?} {env:?}\n{}", out.describe());
+        assert_eq!(out.stdout, "", "{}", out.describe());
+        assert_eq!(
+            out.stderr,
+            format!("{}\nflowinit: 1 error(s) in the unit files\n", want(how)),
+            "{args:?} {env:?}\n{}",
+            out.describe()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1050,9 +1309,16 @@ impl Output {
 /// `flowinit ARGS... --units DIR` with a scrubbed environment plus `env`,
 /// in its own process group; killed (the whole group) after [`RUN_TIMEOUT`].
 fn run_flowinit(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_flowinit_with(dir, args, env, true)
+}
+
+/// `units_flag`: pass `--units DIR` (else the dir must come from `env`).
+fn run_flowinit_with(dir: &TempDir, args: &[&str], env: &[(&str, &str)], units_flag: bool) -> Output {
     let mut all: Vec<OsString> = args.iter().map(OsString::from).collect();
-    all.push("--units".into());
-    all.push(dir.units.clone().into_os_string());
+    if units_flag {
+        all.push("--units".into());
+        all.push(dir.units.clone().into_os_string());
+    }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowinit"));
     cmd.args(&all).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     for key in SCRUBBED_ENV {

@@ -221,6 +221,21 @@ fn reload_adds_removes_changes_and_keeps_the_rest() {
     f.signal(libc::SIGHUP);
     f.wait_log("reload done: added: none; removed: none; changed: keep; unchanged: 2", T);
     assert_ne!(pid_of(&f, "keep"), keep);
+    // A units dir emptied by mistake (a bad mount) is refused, not applied
+    // as "remove every unit".
+    let keep = pid_of(&f, "keep");
+    let aside = d.file("aside");
+    std::fs::rename(d.units(), &aside).unwrap();
+    std::fs::create_dir(d.units()).unwrap();
+    let (code, _, err) = f.ctl(&["reload"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no unit files (*.toml) in the units dir (the one flowinit up was started with)"),
+        "{err}"
+    );
+    assert_eq!(pid_of(&f, "keep"), keep, "the running units are kept");
+    std::fs::remove_dir(d.units()).unwrap();
+    std::fs::rename(&aside, d.units()).unwrap();
     assert_eq!(f.stop(T), 0);
 }
 

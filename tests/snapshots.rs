@@ -98,6 +98,9 @@ fn bad_corpus(d: &TempDir) {
         ("x-unknown-table", format!("{SVC}\n[logs]\nprefix = \"x\"\n")),
         ("y-invalid-variable-name", "[service]\ncommand = [\"echo\", \"${1X}\"]\n".into()),
         ("z-unterminated-variable", "[service]\ncommand = [\"echo\", \"${HOME\"]\n".into()),
+        ("za-every-error", "[readiness]\ntcp = \"127.0.0.1:1\"\ninterval = \"ten\"\n\n[service]\nrestart_dealy = \"1s\"\ncommand = [\"true\"]\n".into()),
+        ("zb-shell-variable", "[service]\nshell = \"exec app --port ${NOPE}\"\n".into()),
+        ("zc-dependency-near-miss", format!("[unit]\nwants = [\"okk\"]\n{SVC}")),
         ("Bad_Name", SVC.into()),
         ("ok", SVC.into()),
     ];
@@ -114,8 +117,8 @@ fn check_reports_every_error_in_a_corpus_of_bad_files() {
     let units = d.units().to_string_lossy().into_owned();
     let (code, out, err) = run_bounded(&d, &["check", "--units", &units], &[], RUN);
     assert_eq!(code, 1, "{err}");
-    // At least one error line per bad file (the corpus has 27).
-    assert!(err.lines().filter(|l| l.contains(".toml:")).count() >= 27, "{err}");
+    // At least one error line per bad file (the corpus has 30).
+    assert!(err.lines().filter(|l| l.contains(".toml:")).count() >= 30, "{err}");
     insta::assert_snapshot!("check_corpus", redact(&shown(code, &out, &err), &d, &[]));
 }
 
@@ -162,7 +165,7 @@ fn check_single_cases() {
         1,
     );
     case("missing units dir", &|d| std::fs::remove_dir(d.units()).unwrap(), &[], &[], 1);
-    case("empty units dir", &|_| {}, &[], &[], 0);
+    case("empty units dir", &|_| {}, &[], &[], 1);
     case(
         "valid dir",
         &|d| {

@@ -15,38 +15,76 @@ pub enum ExpandError {
 
 /// Expands `input` using `lookup`. A `$` followed by anything other than `{`
 /// or `$` stays literal, so shell snippets like `$1` survive untouched.
+/// Defaults nest as in docker compose: `${A:-${B:-x}}` is A, else B, else
+/// `x`; a default that is not used is still checked for syntax but its
+/// variables are not looked up.
 pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
-    let mut out = String::with_capacity(input.len());
     let mut rest = input;
-    while let Some(pos) = rest.find('$') {
+    text(&mut rest, lookup, false, true)
+}
+
+/// Text up to the end of `rest` (or, `inside` a default, up to and
+/// including its closing `}`); `eval`: look variables up (false for a
+/// default that is not used).
+fn text(
+    rest: &mut &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    inside: bool,
+    eval: bool,
+) -> Result<String, ExpandError> {
+    let mut out = String::new();
+    loop {
+        let stop = if inside { rest.find(['$', '}']) } else { rest.find('$') };
+        let Some(pos) = stop else {
+            if inside {
+                return Err(ExpandError::Unterminated);
+            }
+            out.push_str(rest);
+            *rest = "";
+            return Ok(out);
+        };
         out.push_str(&rest[..pos]);
+        if rest[pos..].starts_with('}') {
+            *rest = &rest[pos + 1..];
+            return Ok(out);
+        }
         let after = &rest[pos + 1..];
         if let Some(tail) = after.strip_prefix('$') {
             out.push('$');
-            rest = tail;
-        } else if let Some(body_start) = after.strip_prefix('{') {
-            let end = body_start.find('}').ok_or(ExpandError::Unterminated)?;
-            let body = &body_start[..end];
-            let (name, default) = match body.find(":-") {
-                Some(i) => (&body[..i], Some(&body[i + 2..])),
-                None => (body, None),
-            };
-            if !is_var_name(name) {
-                return Err(ExpandError::BadName(name.to_string()));
-            }
-            match (lookup(name).filter(|v| !v.is_empty() || default.is_none()), default) {
-                (Some(v), _) => out.push_str(&v),
-                (None, Some(d)) => out.push_str(d),
-                (None, None) => return Err(ExpandError::Unset(name.to_string())),
-            }
-            rest = &body_start[end + 1..];
+            *rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            *rest = body;
+            out.push_str(&variable(rest, lookup, eval)?);
         } else {
             out.push('$');
-            rest = after;
+            *rest = after;
         }
     }
-    out.push_str(rest);
-    Ok(out)
+}
+
+/// `NAME}` or `NAME:-default}` (just after `${`).
+fn variable(rest: &mut &str, lookup: &dyn Fn(&str) -> Option<String>, eval: bool) -> Result<String, ExpandError> {
+    let close = rest.find('}').ok_or(ExpandError::Unterminated)?;
+    let (name, default) = match rest[..close].find(":-") {
+        Some(i) => (&rest[..i], true),
+        None => (&rest[..close], false),
+    };
+    if !is_var_name(name) {
+        return Err(ExpandError::BadName(name.to_string()));
+    }
+    let value = if eval { lookup(name) } else { None };
+    if !default {
+        *rest = &rest[close + 1..];
+        return match value {
+            Some(v) => Ok(v),
+            None if !eval => Ok(String::new()),
+            None => Err(ExpandError::Unset(name.to_string())),
+        };
+    }
+    *rest = &rest[name.len() + 2..];
+    let value = value.filter(|v| !v.is_empty());
+    let fallback = text(rest, lookup, true, eval && value.is_none())?;
+    Ok(value.unwrap_or(fallback))
 }
 
 fn is_var_name(name: &str) -> bool {
@@ -84,6 +122,18 @@ mod tests {
             ("${HOST", Err(ExpandError::Unterminated)),
             ("${1BAD}", Err(ExpandError::BadName("1BAD".into()))),
             ("${:-x}", Err(ExpandError::BadName(String::new()))),
+            ("${NOPE:-${HOST}}", Ok("db.internal")),
+            ("${HOST:-${NOPE}}", Ok("db.internal")),
+            ("${NOPE:-${UNSET2:-x}}", Ok("x")),
+            ("${NOPE:-${HOST}:5432}/db", Ok("db.internal:5432/db")),
+            ("${NOPE:-a$$b$1}", Ok("a$b$1")),
+            ("${EMPTY:-${HOST}}", Ok("db.internal")),
+            ("${NOPE:-}", Ok("")),
+            ("${NOPE:-a}b}", Ok("ab}")),
+            ("${NOPE:-${UNSET2}}", Err(ExpandError::Unset("UNSET2".into()))),
+            ("${NOPE:-${HOST}", Err(ExpandError::Unterminated)),
+            ("${HOST:-${1X}}", Err(ExpandError::BadName("1X".into()))),
+            ("${A${B}}", Err(ExpandError::BadName("A${B".into()))),
         ];
         for (input, want) in cases {
             let got = expand(input, &env);

@@ -3,8 +3,9 @@
 
 pub mod expand;
 pub mod raw;
+pub mod schema;
 pub mod unit;
 pub mod validate;
 
 pub use unit::{Unit, UnitSet};
-pub use validate::{load_dir, ConfigError, LoadContext};
+pub use validate::{load_dir, no_units, ConfigError, LoadContext};

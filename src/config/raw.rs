@@ -2,8 +2,9 @@
 //! rejected, every value that can be wrong kept with its span so that
 //! validation can point at file:line:column.
 
+use super::schema::{self, Problem};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use toml::Spanned;
 
 #[derive(Debug, Deserialize)]
@@ -16,13 +17,24 @@ pub struct RawUnitFile {
     pub readiness: Option<Spanned<RawProbe>>,
     pub liveness: Option<Spanned<RawProbe>>,
     pub log: Option<RawLog>,
+    /// Dotted paths of the entries [`schema::check`] reported and removed
+    /// (`service.command`): validation must not call them missing.
+    #[serde(skip)]
+    pub dropped: BTreeSet<String>,
+}
+
+impl RawUnitFile {
+    pub fn dropped(&self, path: &str) -> bool {
+        self.dropped.contains(path)
+    }
 }
 
 /// `[router]`: the built-in HTTP router.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouter {
-    pub listen: Spanned<String>,
+    /// Required; [`schema::check`] reports it missing.
+    pub listen: Option<Spanned<String>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
     pub stop_timeout: Option<Spanned<String>>,
@@ -38,8 +50,9 @@ pub struct RawRouter {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
-    pub prefix: Spanned<String>,
-    pub upstream: Spanned<String>,
+    /// Required, like `upstream`; [`schema::check`] reports them missing.
+    pub prefix: Option<Spanned<String>>,
+    pub upstream: Option<Spanned<String>>,
     pub unit: Option<Spanned<String>>,
     #[serde(default)]
     pub strip_prefix: bool,
@@ -161,6 +174,40 @@ pub enum Rotation {
     Daily,
 }
 
-pub fn parse(text: &str) -> Result<RawUnitFile, toml::de::Error> {
-    toml::from_str(text)
+/// A unit file read as far as it can be: `raw` is None after a TOML
+/// syntax error (which stops the file); otherwise every schema problem is
+/// listed and `raw` holds the rest.
+pub struct Parsed {
+    pub raw: Option<RawUnitFile>,
+    pub problems: Vec<Problem>,
+}
+
+pub fn parse(text: &str) -> Parsed {
+    let mut root = match toml::de::DeTable::parse(text) {
+        Ok(root) => root,
+        Err(e) => return Parsed { raw: None, problems: vec![syntax_problem(text, &e)] },
+    };
+    let (mut problems, dropped) = schema::check(&mut root);
+    match RawUnitFile::deserialize(toml::de::Deserializer::from(root)) {
+        Ok(mut raw) => {
+            raw.dropped = dropped;
+            Parsed { raw: Some(raw), problems }
+        }
+        // Only reached if the schema and these structs disagree.
+        Err(e) => {
+            problems.push(Problem { span: e.span().unwrap_or(0..0), message: e.message().trim_end().to_string() });
+            Parsed { raw: None, problems }
+        }
+    }
+}
+
+fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
+    let span = e.span().unwrap_or(0..0);
+    let mut message = e.message().trim_end().to_string();
+    if message == "duplicate key" {
+        if let Some(key) = text.get(span.clone()).map(str::trim).filter(|k| !k.is_empty() && !k.contains('\n')) {
+            message = format!("duplicate key `{key}`: it is already set above in the same table; keep one of the two");
+        }
+    }
+    Problem { span, message }
 }

@@ -9,6 +9,22 @@ use std::time::Duration;
 
 pub use super::raw::{RestartPolicy, Rotation, ServiceKind};
 
+/// Bytes of `sockaddr_un.sun_path` on Linux. A notify unit's socket is in
+/// the abstract namespace: the first byte is a NUL, the name gets the rest.
+pub const NOTIFY_ADDRESS_MAX: usize = 108;
+
+/// The abstract-namespace name of a notify unit's socket (bound by
+/// `probe::notify`; NOTIFY_SOCKET is `@` and this name).
+pub fn notify_socket_name(pid: u32, unit: &str, seq: u64) -> String {
+    format!("flowinit/{pid}/{unit}/{seq}")
+}
+
+/// The longest unit name whose notify socket name fits for every pid
+/// (Linux caps pid_max at 4194304: 7 digits) and sequence number (a u64: 20
+/// digits), checked at load time so that the start cannot fail with
+/// "File name too long".
+pub const MAX_NOTIFY_UNIT_NAME: usize = NOTIFY_ADDRESS_MAX - 1 - "flowinit///".len() - 7 - 20;
+
 /// All units of a units dir, active and disabled, sorted by name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnitSet {

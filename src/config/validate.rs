@@ -1,11 +1,12 @@
 //! Raw unit files → the validated [`UnitSet`]. Collects every error of every
 //! file, each with file:line:column, instead of stopping at the first.
 
-use super::expand::expand;
+use super::expand::{expand, ExpandError};
 use super::raw::{self, RawService, RawUnitFile, UserRef};
+use super::schema::dropped_near;
 use super::unit::*;
 use crate::graph;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::{CString, OsString};
 use std::fmt;
 use std::ops::Range;
@@ -125,6 +126,22 @@ pub fn load_dir(dir: &Path, ctx: &LoadContext) -> Result<UnitSet, Vec<ConfigErro
     load_files(&files, ctx)
 }
 
+/// The error for a units dir without unit files: a mistyped path or a
+/// missing mount must not give an init that runs nothing. `how` says how
+/// the directory was chosen (a flag, a variable, the default).
+pub fn no_units(dir: &Path, how: &str) -> ConfigError {
+    ConfigError {
+        file: dir.to_path_buf(),
+        line: 1,
+        column: 1,
+        unit: None,
+        message: format!(
+            "no unit files (*.toml) in the units dir ({how}); put NAME.toml files there, \
+             or choose the directory with --units DIR or $FLOWINIT_UNITS"
+        ),
+    }
+}
+
 /// Validates already-read files (path, contents or the error reading
 /// them); the unit name is the file stem.
 pub fn load_files(
@@ -156,20 +173,18 @@ pub fn load_files(
             }
         };
         let file = FileCtx { path, name: name.clone(), text };
-        match raw::parse(text) {
-            Ok(raw) => match build_unit(&file, raw, ctx, &shared, &mut errors) {
-                Some(pending) => parsed.push(pending),
-                None => continue,
-            },
-            Err(e) => {
-                let msg = e.message().trim_end().to_string();
-                errors.push(file.error(e.span(), msg));
-            }
+        let raw::Parsed { raw, problems } = raw::parse(text);
+        errors.extend(problems.into_iter().map(|p| file.error(Some(p.span), p.message)));
+        if let Some(pending) = raw.and_then(|raw| build_unit(&file, raw, ctx, &shared, &mut errors)) {
+            parsed.push(pending);
         }
     }
     let present: HashSet<String> =
         files.iter().filter_map(|(p, _)| p.file_stem().map(|s| s.to_string_lossy().into_owned())).collect();
     check_graph(&parsed, &present, &mut errors);
+    check_listen_addresses(&parsed, &mut errors);
+    // File by file, in line order (stable: errors at one place keep theirs).
+    errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     if errors.is_empty() {
         let mut units: Vec<Unit> = parsed.into_iter().map(|p| p.unit).collect();
         units.sort_by(|a, b| a.name.cmp(&b.name));
@@ -221,15 +236,28 @@ enum DepKind {
     Route,
 }
 
+impl DepKind {
+    /// The key that names the dependency, for messages.
+    fn key(self) -> &'static str {
+        match self {
+            DepKind::Requires => "requires",
+            DepKind::Wants => "wants",
+            DepKind::After => "after",
+            DepKind::Route => "a route's `unit`",
+        }
+    }
+}
+
 type Inherited = std::sync::Arc<Vec<(OsString, OsString)>>;
 
 fn build_unit<'a>(
     file: &FileCtx<'a>,
-    raw: RawUnitFile,
+    mut raw: RawUnitFile,
     ctx: &LoadContext,
     shared: &LoadShared,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Pending<'a>> {
+    let dropped = std::mem::take(&mut raw.dropped);
     let u = raw.unit;
     let profiles: Vec<String> = u.profiles.iter().map(|p| p.get_ref().clone()).collect();
     let enabled = profiles.is_empty() || profiles.iter().any(|p| ctx.profiles.contains(p));
@@ -242,10 +270,11 @@ fn build_unit<'a>(
             deps.push((kind, d.clone()));
         }
     }
-    let log = build_log(file, raw.log, errors);
+    let log = build_log(file, raw.log, &dropped, errors);
     let mut router = None;
     let service =
         match (raw.service, raw.router) {
+            (None, None) if dropped.contains("service") || dropped.contains("router") => None,
             (None, None) => {
                 errors.push(file.error(None, "missing [service] table (command or shell), or [router]".into()));
                 None
@@ -254,7 +283,9 @@ fn build_unit<'a>(
                 errors.push(file.error(Some(r.span()), "a unit has either [service] or [router], not both".into()));
                 None
             }
-            (Some(s), None) => build_service(file, s, (raw.readiness, raw.liveness), enabled, ctx, shared, errors),
+            (Some(s), None) => {
+                build_service(file, s, (raw.readiness, raw.liveness), enabled, ctx, shared, &dropped, errors)
+            }
             (None, Some(r)) => {
                 for p in [&raw.readiness, &raw.liveness].into_iter().flatten() {
                     errors.push(file.error(
@@ -263,7 +294,7 @@ fn build_unit<'a>(
                     ));
                 }
                 let lookup = |name: &str| ctx.var(name);
-                router = build_router(file, r, &lookup, &mut deps, errors);
+                router = build_router(file, r, &lookup, &mut deps, &dropped, errors);
                 None
             }
         };
@@ -300,48 +331,62 @@ fn build_router(
     raw: Spanned<raw::RawRouter>,
     lookup: &dyn Fn(&str) -> Option<String>,
     deps: &mut Vec<(DepKind, Spanned<String>)>,
+    dropped: &BTreeSet<String>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<RouterSpec> {
+    let table_span = raw.span();
     let r = raw.into_inner();
     let before = errors.len();
-    let listen = match expand(r.listen.get_ref(), lookup) {
-        Ok(text) => match text.parse::<std::net::SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                errors.push(file.error(
-                    Some(r.listen.span()),
-                    format!("invalid listen address {text:?}: expected ip:port, e.g. \"0.0.0.0:3000\""),
-                ));
+    // A missing `listen`, `prefix` or `upstream` was reported by the schema.
+    let listen = r.listen.as_ref().and_then(|listen| {
+        if !no_nul(file, "listen", listen, errors) {
+            return None;
+        }
+        match expand(listen.get_ref(), lookup) {
+            Ok(text) => match text.parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    errors.push(file.error(
+                        Some(listen.span()),
+                        format!("invalid listen address {text:?}: expected ip:port; write e.g. listen = \"0.0.0.0:3000\""),
+                    ));
+                    None
+                }
+            },
+            Err(e) => {
+                errors.push(file.error(Some(listen.span()), e.to_string()));
                 None
             }
-        },
-        Err(e) => {
-            errors.push(file.error(Some(r.listen.span()), e.to_string()));
-            None
         }
-    };
+    });
     let mut routes: Vec<Route> = Vec::new();
+    let mut incomplete = false;
     for rt in &r.routes {
         let rt = rt.get_ref();
-        let prefix = rt.prefix.get_ref();
+        let (Some(prefix_at), Some(upstream_at)) = (&rt.prefix, &rt.upstream) else {
+            incomplete = true;
+            continue;
+        };
+        let prefix = prefix_at.get_ref();
         if !prefix.starts_with('/') {
-            errors.push(file.error(Some(rt.prefix.span()), format!("route prefix {prefix:?} must start with /")));
+            errors.push(file.error(Some(prefix_at.span()), format!("route prefix {prefix:?} must start with /")));
         }
         if routes.iter().any(|x| x.prefix == *prefix) {
-            errors.push(file.error(Some(rt.prefix.span()), format!("duplicate route prefix {prefix:?}")));
+            errors.push(file.error(Some(prefix_at.span()), format!("duplicate route prefix {prefix:?}")));
         }
-        let upstream = match expand(rt.upstream.get_ref(), lookup).map_err(|e| e.to_string()).and_then(|u| {
+        let upstream = match expand(upstream_at.get_ref(), lookup).map_err(|e| e.to_string()).and_then(|u| {
             parse_http_url(&u).and_then(|(authority, _, path)| {
                 if path == "/" {
                     Ok(authority)
                 } else {
-                    Err(format!("upstream {u:?} must be http://host:port without a path"))
+                    Err(format!("{u:?} must be http://host:port without a path"))
                 }
             })
         }) {
             Ok(a) => a,
             Err(e) => {
-                errors.push(file.error(Some(rt.upstream.span()), e));
+                let fix = "write e.g. upstream = \"http://127.0.0.1:3001\"";
+                errors.push(file.error(Some(upstream_at.span()), format!("key `upstream`: {e}; {fix}")));
                 String::new()
             }
         };
@@ -355,8 +400,12 @@ fn build_router(
             strip_prefix: rt.strip_prefix,
         });
     }
-    if r.routes.is_empty() {
-        errors.push(file.error(Some(r.listen.span()), "a router needs at least one [[router.routes]]".into()));
+    if r.routes.is_empty() && !dropped.contains("router.routes") {
+        let at = r.listen.as_ref().map_or(table_span, |l| l.span());
+        errors.push(file.error(
+            Some(at),
+            "a router needs at least one [[router.routes]]: add [[router.routes]] with prefix = \"/\" and upstream = \"http://127.0.0.1:PORT\"".into(),
+        ));
     }
     let max_connections = r.max_connections.as_ref().and_then(|m| match u32::try_from(*m.get_ref()) {
         Ok(n) if (1..=MAX_ROUTER_CONNECTIONS).contains(&n) => Some(n),
@@ -368,28 +417,39 @@ fn build_router(
             None
         }
     });
-    let (line, column) = line_col(file.text, r.listen.span().start);
+    let (line, column) = line_col(file.text, r.listen.as_ref().map_or(0, |l| l.span().start));
     let spec = RouterSpec {
         listen: listen?,
         listen_at: SourcePos { line, column },
         routes,
-        stop_timeout: duration(file, &r.stop_timeout, DEFAULT_ROUTER_STOP_TIMEOUT, errors),
-        connect_timeout: duration(file, &r.connect_timeout, DEFAULT_ROUTER_CONNECT_TIMEOUT, errors),
-        header_timeout: duration(file, &r.header_timeout, DEFAULT_ROUTER_HEADER_TIMEOUT, errors),
-        upstream_timeout: duration(file, &r.upstream_timeout, DEFAULT_ROUTER_UPSTREAM_TIMEOUT, errors),
+        stop_timeout: duration(file, "stop_timeout", &r.stop_timeout, DEFAULT_ROUTER_STOP_TIMEOUT, errors),
+        connect_timeout: duration(file, "connect_timeout", &r.connect_timeout, DEFAULT_ROUTER_CONNECT_TIMEOUT, errors),
+        header_timeout: duration(file, "header_timeout", &r.header_timeout, DEFAULT_ROUTER_HEADER_TIMEOUT, errors),
+        upstream_timeout: duration(
+            file,
+            "upstream_timeout",
+            &r.upstream_timeout,
+            DEFAULT_ROUTER_UPSTREAM_TIMEOUT,
+            errors,
+        ),
         access_log: r.access_log.unwrap_or(true),
         access_log_skip: r.access_log_skip.unwrap_or_else(|| vec!["/api/v1/ping".into()]),
         trust_forwarded: r.trust_forwarded.unwrap_or(false),
         max_connections,
     };
-    (errors.len() == before).then_some(spec)
+    (errors.len() == before && !incomplete).then_some(spec)
 }
 
-fn build_log(file: &FileCtx, raw: Option<raw::RawLog>, errors: &mut Vec<ConfigError>) -> LogSpec {
+fn build_log(
+    file: &FileCtx,
+    raw: Option<raw::RawLog>,
+    dropped: &BTreeSet<String>,
+    errors: &mut Vec<ConfigError>,
+) -> LogSpec {
     let Some(raw) = raw else {
         return LogSpec { prefix: file.name.clone(), file: None, rotate: Rotation::Never };
     };
-    if raw.file.is_none() {
+    if raw.file.is_none() && !dropped.contains("log.file") {
         if let Some(r) = &raw.rotate {
             errors.push(file.error(Some(r.span()), "rotate needs [log] file".into()));
         }
@@ -401,8 +461,10 @@ fn build_log(file: &FileCtx, raw: Option<raw::RawLog>, errors: &mut Vec<ConfigEr
     }
 }
 
+/// `key`: the key's name, for the message.
 fn duration(
     file: &FileCtx,
+    key: &str,
     raw: &Option<Spanned<String>>,
     default: Duration,
     errors: &mut Vec<ConfigError>,
@@ -411,15 +473,23 @@ fn duration(
     match humantime::parse_duration(raw.get_ref()) {
         Ok(d) => d,
         Err(e) => {
+            let example = humantime::format_duration(default);
             errors.push(file.error(
                 Some(raw.span()),
-                format!("invalid duration {:?}: {e} (examples: \"500ms\", \"10s\", \"1m 30s\")", raw.get_ref()),
+                format!(
+                    "invalid duration {:?} for `{key}`: {e}; write e.g. {key} = \"{example}\" (examples: \"500ms\", \"10s\", \"1m 30s\")",
+                    raw.get_ref()
+                ),
             ));
             default
         }
     }
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one unit file and its load; a struct would only rename them"
+)]
 fn build_service(
     file: &FileCtx,
     spanned: Spanned<RawService>,
@@ -427,6 +497,7 @@ fn build_service(
     enabled: bool,
     ctx: &LoadContext,
     shared: &LoadShared,
+    dropped: &BTreeSet<String>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Service> {
     let table_span = spanned.span();
@@ -441,24 +512,20 @@ fn build_service(
             ));
         }
     }
-    let restart_delay = duration(file, &s.restart_delay, DEFAULT_RESTART_DELAY, errors);
-    let restart_delay_max = duration(file, &s.restart_delay_max, DEFAULT_RESTART_DELAY_MAX, errors);
-    let start_limit_interval = duration(file, &s.start_limit_interval, DEFAULT_START_LIMIT_INTERVAL, errors);
-    let stop_timeout = duration(file, &s.stop_timeout, DEFAULT_STOP_TIMEOUT, errors);
-    let start_limit_burst = match &s.start_limit_burst {
-        Some(b) if *b.get_ref() == 0 => {
-            errors.push(file.error(Some(b.span()), "start_limit_burst must be at least 1".into()));
-            1
-        }
-        Some(b) => *b.get_ref(),
-        None => DEFAULT_START_LIMIT_BURST,
-    };
+    let restart_delay = duration(file, "restart_delay", &s.restart_delay, DEFAULT_RESTART_DELAY, errors);
+    let restart_delay_max =
+        duration(file, "restart_delay_max", &s.restart_delay_max, DEFAULT_RESTART_DELAY_MAX, errors);
+    let start_limit_interval =
+        duration(file, "start_limit_interval", &s.start_limit_interval, DEFAULT_START_LIMIT_INTERVAL, errors);
+    let stop_timeout = duration(file, "stop_timeout", &s.stop_timeout, DEFAULT_STOP_TIMEOUT, errors);
+    // The schema keeps it within 1..=u32::MAX.
+    let start_limit_burst = s.start_limit_burst.as_ref().map_or(DEFAULT_START_LIMIT_BURST, |b| *b.get_ref());
     let stop_signal = match &s.stop_signal {
         None => crate::process::signal::Signal::TERM,
         Some(sig) => match sig.get_ref().parse::<crate::process::signal::Signal>() {
             Ok(v) => v,
             Err(e) => {
-                errors.push(file.error(Some(sig.span()), e.to_string()));
+                errors.push(file.error(Some(sig.span()), signal_error(sig.get_ref(), &e)));
                 crate::process::signal::Signal::TERM
             }
         },
@@ -468,13 +535,12 @@ fn build_service(
             errors.push(file.error(Some(sh.span()), "set either command or shell, not both".into()));
             None
         }
+        (None, None) if dropped_near(dropped, "service", &["command", "shell"]) => None,
         (None, None) => {
-            errors.push(
-                file.error(
-                    Some(table_span),
-                    "[service] needs command (argv list) or shell (a /bin/sh -c script)".into(),
-                ),
-            );
+            errors.push(file.error(
+                Some(table_span),
+                "[service] needs command (argv list) or shell (a /bin/sh -c script); write e.g. command = [\"flowise\", \"start\"]".into(),
+            ));
             None
         }
         (Some(c), None) if c.get_ref().is_empty() => {
@@ -499,14 +565,49 @@ fn build_service(
         }
         _ => {}
     }
-    if !enabled {
+    if let (ServiceKind::Notify, Some(k)) = (kind, &s.kind) {
+        if file.name.len() > MAX_NOTIFY_UNIT_NAME {
+            errors.push(file.error(
+                Some(k.span()),
+                format!(
+                    "a notify unit's name is part of its notify socket address, which holds at most {} bytes: \
+                     the name {:?} has {} bytes, at most {MAX_NOTIFY_UNIT_NAME} fit; rename {}.toml to a shorter name",
+                    NOTIFY_ADDRESS_MAX,
+                    file.name,
+                    file.name.len(),
+                    file.name
+                ),
+            ));
+        }
+    }
+    let mut nul_free = true;
+    if let Some(c) = &s.command {
+        nul_free &= c.get_ref().iter().all(|a| no_nul(file, "command", a, errors));
+    }
+    for (key, v) in [("shell", &s.shell), ("working_dir", &s.working_dir)] {
+        if let Some(v) = v {
+            nul_free &= no_nul(file, key, v, errors);
+        }
+    }
+    for (k, v) in &s.env {
+        nul_free &= no_nul(file, &format!("env.{k}"), v, errors);
+    }
+    for (key, v) in [("user", &s.user), ("group", &s.group)] {
+        if let Some(u) = v.as_ref().filter(|u| matches!(u.get_ref(), UserRef::Name(n) if n.contains('\0'))) {
+            errors.push(file.error(Some(u.span()), nul_message(key)));
+            nul_free = false;
+        }
+    }
+    if !enabled || !nul_free {
         return None;
     }
     let lookup = |name: &str| ctx.var(name);
+    let shell_at = s.shell.as_ref().map(|sh| sh.span());
     let mut expand_at = |v: &Spanned<String>| match expand(v.get_ref(), &lookup) {
         Ok(x) => Some(x),
         Err(e) => {
-            errors.push(file.error(Some(v.span()), e.to_string()));
+            let in_shell = shell_at.as_ref() == Some(&v.span());
+            errors.push(file.error(Some(v.span()), expand_message(&e, in_shell, &s.env)));
             None
         }
     };
@@ -559,10 +660,14 @@ fn build_service(
     }
     let search_path = env.get("PATH").cloned().unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     let resolve = |name: &str| shared.programs.resolve(name, &search_path, working_dir.as_deref());
-    let probes = Probes { file, lookup: &lookup, resolve: &resolve };
-    let notify_timeout = raw_ready
-        .as_ref()
-        .map_or(DEFAULT_START_TIMEOUT, |r| duration(file, &r.get_ref().start_timeout, DEFAULT_START_TIMEOUT, errors));
+    let probes = Probes { file, lookup: &lookup, resolve: &resolve, dropped };
+    // A simple unit's start_timeout is read (and reported) with its probe.
+    let notify_timeout = match (&raw_ready, kind) {
+        (Some(r), ServiceKind::Notify) => {
+            duration(file, "start_timeout", &r.get_ref().start_timeout, DEFAULT_START_TIMEOUT, errors)
+        }
+        _ => DEFAULT_START_TIMEOUT,
+    };
     let readiness = match raw_ready {
         Some(r) if kind == ServiceKind::Simple => probes.readiness(r, errors),
         _ => None,
@@ -597,6 +702,53 @@ fn build_service(
     })
 }
 
+/// Whether `v` is free of NUL bytes (a TOML `\u0000`), which no argv
+/// element, path, user name or environment value can hold; reports it if not.
+fn no_nul(file: &FileCtx, key: &str, v: &Spanned<String>, errors: &mut Vec<ConfigError>) -> bool {
+    if v.get_ref().contains('\0') {
+        errors.push(file.error(Some(v.span()), nul_message(key)));
+        return false;
+    }
+    true
+}
+
+fn nul_message(key: &str) -> String {
+    format!(
+        "key `{key}`: contains a NUL byte (\\u0000), which no program argument, path, user name or environment value can hold; remove it"
+    )
+}
+
+/// An expansion error; in a `shell` script an unset `${NAME}` was most
+/// likely meant for the shell, so the fix says how to leave it to it.
+fn expand_message(e: &ExpandError, in_shell: bool, env: &BTreeMap<String, Spanned<String>>) -> String {
+    let ExpandError::Unset(name) = e else { return e.to_string() };
+    let from_env = if env.contains_key(name) {
+        format!(" (the {name} in this unit's env is not used: ${{…}} is expanded from flowinit's own environment)")
+    } else {
+        String::new()
+    };
+    if in_shell {
+        format!(
+            "variable ${{{name}}} is not set and has no default{from_env}: flowinit expands ${{…}} when it loads the unit; \
+             for the shell to expand it at run time write $${{{name}}} (or ${name}), else write ${{{name}:-default}}"
+        )
+    } else {
+        format!("{e}{from_env}")
+    }
+}
+
+/// An unknown `stop_signal`, with the closest signal name if one is close.
+fn signal_error(given: &str, e: &crate::process::signal::UnknownSignal) -> String {
+    let names: Vec<&str> = nix::sys::signal::Signal::iterator().map(|s| s.as_str()).collect();
+    let upper = given.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let near = super::schema::closest(bare, names.iter().map(|n| n.strip_prefix("SIG").unwrap_or(n)));
+    match near {
+        Some(n) => format!("{e}; did you mean \"SIG{n}\"? write stop_signal = \"SIG{n}\""),
+        None => format!("{e}; write e.g. stop_signal = \"SIGTERM\" (or SIGINT, SIGQUIT, SIGHUP, a number)"),
+    }
+}
+
 impl raw::RawProbe {
     /// Keys that only make sense for a probe that is attempted.
     fn has_timing(&self) -> bool {
@@ -612,6 +764,7 @@ impl raw::RawProbe {
 /// exec probe's program is resolved on the unit's PATH.
 struct Probes<'a, 'f> {
     file: &'a FileCtx<'f>,
+    dropped: &'a BTreeSet<String>,
     lookup: &'a dyn Fn(&str) -> Option<String>,
     resolve: &'a dyn Fn(&str) -> Option<PathBuf>,
 }
@@ -626,12 +779,12 @@ impl Probes<'_, '_> {
                     .error(Some(f.span()), "failures belongs in [liveness]; readiness fails at start_timeout".into()),
             );
         }
-        let kind = self.kind(&r, span, "[readiness]", errors)?;
+        let kind = self.kind(&r, span, "readiness", errors)?;
         Some(Readiness {
             kind,
-            interval: duration(self.file, &r.interval, DEFAULT_PROBE_INTERVAL, errors),
-            timeout: duration(self.file, &r.timeout, DEFAULT_PROBE_TIMEOUT, errors),
-            start_timeout: duration(self.file, &r.start_timeout, DEFAULT_START_TIMEOUT, errors),
+            interval: duration(self.file, "interval", &r.interval, DEFAULT_PROBE_INTERVAL, errors),
+            timeout: duration(self.file, "timeout", &r.timeout, DEFAULT_PROBE_TIMEOUT, errors),
+            start_timeout: duration(self.file, "start_timeout", &r.start_timeout, DEFAULT_START_TIMEOUT, errors),
         })
     }
 
@@ -648,24 +801,21 @@ impl Probes<'_, '_> {
             ));
             return None;
         }
-        let failures = match &r.failures {
-            Some(f) if *f.get_ref() == 0 => {
-                errors.push(self.file.error(Some(f.span()), "failures must be at least 1".into()));
-                1
-            }
-            Some(f) => *f.get_ref(),
-            None => DEFAULT_LIVENESS_FAILURES,
-        };
-        let kind = self.kind(&r, span, "[liveness]", errors)?;
+        // The schema keeps it within 1..=u32::MAX.
+        let failures = r.failures.as_ref().map_or(DEFAULT_LIVENESS_FAILURES, |f| *f.get_ref());
+        let kind = self.kind(&r, span, "liveness", errors)?;
         Some(Liveness {
             kind,
-            interval: duration(self.file, &r.interval, DEFAULT_LIVENESS_INTERVAL, errors),
-            timeout: duration(self.file, &r.timeout, DEFAULT_PROBE_TIMEOUT, errors),
+            interval: duration(self.file, "interval", &r.interval, DEFAULT_LIVENESS_INTERVAL, errors),
+            timeout: duration(self.file, "timeout", &r.timeout, DEFAULT_PROBE_TIMEOUT, errors),
             failures,
         })
     }
 
-    fn expand(&self, v: &Spanned<String>, errors: &mut Vec<ConfigError>) -> Option<String> {
+    fn expand(&self, key: &str, v: &Spanned<String>, errors: &mut Vec<ConfigError>) -> Option<String> {
+        if !no_nul(self.file, key, v, errors) {
+            return None;
+        }
         expand(v.get_ref(), self.lookup).map_err(|e| errors.push(self.file.error(Some(v.span()), e.to_string()))).ok()
     }
 
@@ -678,22 +828,29 @@ impl Probes<'_, '_> {
     ) -> Option<ProbeKind> {
         let count =
             [r.http.is_some(), r.tcp.is_some(), r.exec.is_some(), r.log.is_some()].iter().filter(|x| **x).count();
+        if count == 0 && dropped_near(self.dropped, table, &["http", "tcp", "exec", "log"]) {
+            return None;
+        }
         if count != 1 {
-            errors.push(self.file.error(Some(span), format!("{table} needs exactly one of http, tcp, exec, log")));
+            errors.push(self.file.error(
+                Some(span),
+                format!("[{table}] needs exactly one of http, tcp, exec, log; write e.g. tcp = \"127.0.0.1:5432\""),
+            ));
             return None;
         }
         if let Some(url) = &r.http {
-            let expanded = self.expand(url, errors)?;
+            let expanded = self.expand("http", url, errors)?;
             return match parse_http_url(&expanded) {
                 Ok((authority, host, path)) => Some(ProbeKind::Http { url: expanded, authority, host, path }),
                 Err(e) => {
-                    errors.push(self.file.error(Some(url.span()), e));
+                    let fix = "write e.g. http = \"http://127.0.0.1:3000/health\"";
+                    errors.push(self.file.error(Some(url.span()), format!("key `http`: {e}; {fix}")));
                     None
                 }
             };
         }
         if let Some(addr) = &r.tcp {
-            let expanded = self.expand(addr, errors)?;
+            let expanded = self.expand("tcp", addr, errors)?;
             if expanded
                 .rsplit_once(':')
                 .and_then(|(h, p)| (!h.is_empty()).then_some(p))
@@ -701,7 +858,7 @@ impl Probes<'_, '_> {
                 .is_none()
             {
                 errors.push(
-                    self.file.error(Some(addr.span()), format!("invalid tcp target {expanded:?}: expected host:port")),
+                    self.file.error(Some(addr.span()), format!("key `tcp`: invalid target {expanded:?}: expected host:port; write e.g. tcp = \"127.0.0.1:5432\"")),
                 );
                 return None;
             }
@@ -712,7 +869,7 @@ impl Probes<'_, '_> {
                 errors.push(self.file.error(Some(cmd.span()), "exec probe command must not be empty".into()));
                 return None;
             }
-            let argv: Option<Vec<String>> = cmd.get_ref().iter().map(|a| self.expand(a, errors)).collect();
+            let argv: Option<Vec<String>> = cmd.get_ref().iter().map(|a| self.expand("exec", a, errors)).collect();
             let argv = argv?;
             let Some(program) = (self.resolve)(&argv[0]) else {
                 errors.push(self.file.error(
@@ -727,8 +884,9 @@ impl Probes<'_, '_> {
         match regex::Regex::new(pattern.get_ref()) {
             Ok(regex) => Some(ProbeKind::Log { regex }),
             Err(e) => {
-                let first = e.to_string().lines().last().unwrap_or("").trim().to_string();
-                errors.push(self.file.error(Some(pattern.span()), format!("invalid log regex: {first}")));
+                let last = e.to_string().lines().last().unwrap_or("").trim().to_string();
+                let first = last.strip_prefix("error: ").unwrap_or(&last).to_string();
+                errors.push(self.file.error(Some(pattern.span()), format!("key `log`: invalid regular expression {:?}: {first}", pattern.get_ref())));
                 None
             }
         }
@@ -742,14 +900,14 @@ fn parse_http_url(url: &str) -> Result<(String, String, String), String> {
         None if url.starts_with("https://") => {
             return Err(format!("{url:?}: https is not supported here; use the service's plain http port"))
         }
-        None => return Err(format!("invalid http probe URL {url:?}: expected http://host:port/path")),
+        None => return Err(format!("invalid URL {url:?}: expected http://host:port/path")),
     };
     let (host_port, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     if host_port.is_empty() || host_port.contains('@') {
-        return Err(format!("invalid http probe URL {url:?}: expected http://host:port/path"));
+        return Err(format!("invalid URL {url:?}: expected http://host:port/path"));
     }
     let has_port = match host_port.rfind(':') {
         Some(i) => !host_port[i..].contains(']'),
@@ -871,18 +1029,24 @@ fn resolve_credentials(
 /// (an error was reported for them already; depending on them is fine).
 fn check_graph(units: &[Pending], present: &HashSet<String>, errors: &mut Vec<ConfigError>) {
     let by_name: HashMap<&str, &Pending> = units.iter().map(|p| (p.unit.name.as_str(), p)).collect();
+    let mut known: Vec<&str> = present.iter().map(String::as_str).filter(|n| valid_unit_name(n)).collect();
+    known.sort_unstable();
     for p in units {
         for (kind, dep) in &p.deps {
             match by_name.get(dep.get_ref().as_str()) {
                 None if present.contains(dep.get_ref()) => {}
                 None => {
+                    let name = dep.get_ref();
+                    let key = kind.key();
+                    let candidates = known.iter().copied().filter(|n| *n != p.unit.name);
+                    let fix = match super::schema::closest(name, candidates) {
+                        Some(near) => format!("; did you mean {near:?}?"),
+                        None if *kind == DepKind::Route => format!("; add {name}.toml or name a unit that exists"),
+                        None => format!("; add {name}.toml or remove it from {key}"),
+                    };
                     errors.push(p.file.error(
                         Some(dep.span()),
-                        format!(
-                            "unknown unit {:?} in dependencies (no {}.toml in the units dir)",
-                            dep.get_ref(),
-                            dep.get_ref()
-                        ),
+                        format!("unknown unit {name:?} in {key} (no {name}.toml in the units dir){fix}"),
                     ));
                 }
                 Some(d) if *kind == DepKind::Requires && p.unit.enabled && !d.unit.enabled => {
@@ -917,6 +1081,38 @@ fn check_graph(units: &[Pending], present: &HashSet<String>, errors: &mut Vec<Co
         let mut shown = cycle.clone();
         shown.push(cycle[0].clone());
         errors.push(first.file.error(span, format!("dependency cycle: {}", shown.join(" → "))));
+    }
+}
+
+/// Whether two listen addresses take the same port: same family and port,
+/// and the same address or either the wildcard (on Linux 0.0.0.0:3000 and
+/// 127.0.0.1:3000 cannot both be bound).
+fn overlaps(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// Two enabled routers on overlapping addresses: one error at the later
+/// one's `listen`, naming both units and both places.
+fn check_listen_addresses(units: &[Pending], errors: &mut Vec<ConfigError>) {
+    let routers: Vec<(&Pending, &RouterSpec)> =
+        units.iter().filter(|p| p.unit.enabled).filter_map(|p| p.unit.router.as_ref().map(|r| (p, r))).collect();
+    for (i, (p, r)) in routers.iter().enumerate() {
+        let Some((first, fr)) = routers[..i].iter().find(|(_, fr)| overlaps(fr.listen, r.listen)) else { continue };
+        let here = format!("{}:{}:{}", p.unit.file.display(), r.listen_at.line, r.listen_at.column);
+        let there = format!("{}:{}:{}", first.unit.file.display(), fr.listen_at.line, fr.listen_at.column);
+        let same = if fr.listen == r.listen { "the same address as" } else { "an address that overlaps" };
+        errors.push(ConfigError {
+            file: p.unit.file.clone(),
+            line: r.listen_at.line,
+            column: r.listen_at.column,
+            unit: Some(p.unit.name.clone()),
+            message: format!(
+                "key `listen`: {} ({here}) is {same} {} of unit {} ({there}); two routers cannot listen on one port: give one of them another port",
+                r.listen, fr.listen, first.unit.name
+            ),
+        });
     }
 }
 
@@ -994,6 +1190,48 @@ mod tests {
                 .unwrap();
         assert!(!set.units[0].enabled);
         assert!(set.units[0].service.is_none());
+    }
+
+    #[test]
+    fn notify_unit_names_up_to_the_socket_limit_load() {
+        let unit = "[service]\ncommand = [\"true\"]\ntype = \"notify\"\n";
+        let longest = "n".repeat(MAX_NOTIFY_UNIT_NAME);
+        assert!(load(&[(&longest, unit)]).is_ok());
+        // The longest name still fits with the largest pid and sequence number.
+        assert_eq!(notify_socket_name(4_194_304, &longest, u64::MAX).len(), NOTIFY_ADDRESS_MAX - 1);
+        let errs = load(&[(&format!("{longest}x"), unit)]).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("at most 69 fit"), "{}", errs[0]);
+        // Only notify units have a notify socket.
+        assert!(load(&[(&format!("{longest}x"), "[service]\ncommand = [\"true\"]\n")]).is_ok());
+    }
+
+    #[test]
+    fn listen_addresses_overlap_on_the_same_port_and_family() {
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert!(overlaps(a("127.0.0.1:3000"), a("127.0.0.1:3000")));
+        assert!(overlaps(a("0.0.0.0:3000"), a("127.0.0.1:3000")));
+        assert!(overlaps(a("10.0.0.1:3000"), a("0.0.0.0:3000")));
+        assert!(overlaps(a("[::]:3000"), a("[::1]:3000")));
+        assert!(!overlaps(a("127.0.0.1:3000"), a("127.0.0.1:3001")));
+        assert!(!overlaps(a("127.0.0.1:3000"), a("10.0.0.1:3000")));
+        assert!(!overlaps(a("0.0.0.0:3000"), a("[::1]:3000")));
+        let router = |addr: &str| {
+            format!(
+                "[router]\nlisten = \"{addr}\"\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:9\"\n"
+            )
+        };
+        assert!(load(&[("a", &router("127.0.0.1:3000")), ("b", &router("127.0.0.1:3001"))]).is_ok());
+        // A router disabled by profile binds nothing.
+        let off = format!("[unit]\nprofiles = [\"off\"]\n{}", router("127.0.0.1:3000"));
+        assert!(load(&[("a", &router("127.0.0.1:3000")), ("b", &off)]).is_ok());
+    }
+
+    #[test]
+    fn nested_defaults_expand_like_compose() {
+        let set =
+            load(&[("web", "[service]\ncommand = [\"echo\", \"${NOPE:-${HOST}}\", \"${HOST:-${NOPE}}\"]\n")]).unwrap();
+        assert_eq!(set.units[0].service.as_ref().unwrap().argv, ["echo", "h", "h"]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! credentials passed by the kernel (SO_PASSCRED) so every message carries
 //! its sender's pid. Which senders to believe is the unit task's decision.
 
+use crate::config::unit::notify_socket_name;
 use crate::process::Pid;
 use nix::sys::socket::{
     bind, recvmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
@@ -37,7 +38,7 @@ impl NotifyMessage {
 impl NotifySocket {
     pub fn bind(unit: &str) -> io::Result<NotifySocket> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let name = format!("flowinit/{}/{unit}/{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let name = notify_socket_name(std::process::id(), unit, SEQ.fetch_add(1, Ordering::Relaxed));
         let fd =
             socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
         setsockopt(&fd, sockopt::PassCred, &true)?;

@@ -214,6 +214,12 @@ impl Manager {
     async fn reload(&mut self, id: RequestId) {
         let ctx = LoadContext::from_process(self.profiles.clone(), false);
         let loaded = crate::config::load_dir(&self.units_dir, &ctx)
+            .and_then(|set| match set.units.is_empty() {
+                // Emptied by mistake (a bad mount, a wrong copy): stopping
+                // every unit is never what a reload means.
+                true => Err(vec![crate::config::no_units(&self.units_dir, "the one flowinit up was started with")]),
+                false => Ok(set),
+            })
             .and_then(|set| self.bind_new_addresses(&set).map(|()| set))
             .map_err(|errs| errs.iter().map(ConfigError::to_string).collect());
         if let Ok(set) = &loaded {
