@@ -374,6 +374,16 @@ fn cases() -> Vec<Case> {
                 At::Find("\"${NOPE:-"),
                 "variable ${FLOWINIT_TEST_UNSET} is not set and has no default",
             ),
+        Case::new("required_variable_unset")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\nenv = { PASSWORD = \"${FLOWINIT_TEST_UNSET:?a secret, from the task definition}\" }\n",
+            )
+            .err(
+                "web.toml",
+                At::Find("\"${FLOWINIT_TEST_UNSET"),
+                "variable ${FLOWINIT_TEST_UNSET} is required (not set or empty): a secret, from the task definition",
+            ),
         Case::new("nested_default_unterminated")
             .unit("web.toml", "[service]\ncommand = [\"echo\", \"${NOPE:-${HOME}\"]\n")
             .err("web.toml", At::Find("\"${NOPE:-"), "unterminated ${"),
@@ -791,6 +801,7 @@ case_tests!(
     routers_on_the_same_address,
     router_wildcard_overlaps_loopback,
     nested_default_unset,
+    required_variable_unset,
     nested_default_unterminated,
     unset_variable_in_shell,
     nul_bytes,

@@ -229,10 +229,7 @@ fn reload_adds_removes_changes_and_keeps_the_rest() {
     std::fs::create_dir(d.units()).unwrap();
     let (code, _, err) = f.ctl(&["reload"]);
     assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("no unit files (*.toml) in the units dir (the one flowinit up was started with)"),
-        "{err}"
-    );
+    assert!(err.contains("no unit files (*.toml) in the units dir (the one flowinit up was started with)"), "{err}");
     assert_eq!(pid_of(&f, "keep"), keep, "the running units are kept");
     std::fs::remove_dir(d.units()).unwrap();
     std::fs::rename(&aside, d.units()).unwrap();

@@ -94,3 +94,66 @@ fn the_router_outlives_the_albs_idle_timeout() {
     let router: toml::Table = toml::from_str(&read("units/router.toml")).unwrap();
     assert!(router["router"].get("header_timeout").is_none(), "the shipped router keeps the default");
 }
+
+/// Runs the real `flowinit check` on a copy of the shipped units (run as
+/// this machine's root instead of the image's `node`, which does not exist
+/// here) with a clean environment plus `env`; returns (exit code, stderr).
+fn check_shipped_units(env: &[(&str, &str)], profile: Option<&str>) -> (i32, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = std::env::temp_dir().join(format!("fi-prod-defaults-{}-{}", std::process::id(), env.len()));
+    let units = tmp.join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    for entry in std::fs::read_dir(root.join("units")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap().replace("user = \"node\"", "user = \"root\"");
+            std::fs::write(units.join(path.file_name().unwrap()), text).unwrap();
+        }
+    }
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flowinit"));
+    cmd.arg("check").arg("--units").arg(&units).env_clear().env("PATH", "/usr/bin:/bin");
+    if let Some(p) = profile {
+        cmd.args(["--profile", p]);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    std::fs::remove_dir_all(&tmp).unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn production_never_falls_back_to_a_default_database_host_or_password() {
+    // No default in any unit: `${DATABASE_PASSWORD:-flowise}` would start
+    // a production container against a known password.
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("units")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for var in ["DATABASE_HOST", "DATABASE_PASSWORD"] {
+            assert!(!text.contains(&format!("${{{var}:-")), "{}: a default for {var}", path.display());
+        }
+    }
+    let required = |var: &str| format!("unit flowise: variable ${{{var}}} is required (not set or empty)");
+    // Unset, and set but empty (an ECS secret that resolved to ""): both refused.
+    for env in [&[][..], &[("DATABASE_HOST", ""), ("DATABASE_PASSWORD", "")][..]] {
+        let (code, err) = check_shipped_units(env, None);
+        assert_eq!(code, 1, "{err}");
+        for var in ["DATABASE_HOST", "DATABASE_PASSWORD"] {
+            assert!(err.contains(&required(var)), "{var} not named:\n{err}");
+        }
+    }
+    // Given both, nothing about the database is left (whatever else this
+    // machine lacks: the image's node and Postgres paths).
+    let (_, err) = check_shipped_units(&[("DATABASE_HOST", "db.example"), ("DATABASE_PASSWORD", "s3cret")], None);
+    assert!(!err.contains("DATABASE_"), "{err}");
+    // The dev profile's postgres-setup needs the password too; the dev
+    // image's ENV gives both (the Dockerfile's dev stage).
+    let (_, err) = check_shipped_units(&[("DATABASE_HOST", "127.0.0.1")], Some("dev"));
+    assert!(err.contains("unit postgres-setup: variable ${DATABASE_PASSWORD} is required"), "{err}");
+    let dockerfile = read("Dockerfile");
+    let dev = &dockerfile[dockerfile.find("AS dev").unwrap()..dockerfile.find("AS prod").unwrap()];
+    let prod = &dockerfile[dockerfile.find("AS prod").unwrap()..];
+    assert!(dev.contains("DATABASE_HOST=127.0.0.1") && dev.contains("DATABASE_PASSWORD="), "dev stage sets both");
+    assert!(!prod.contains("ENV DATABASE_"), "the prod stage keeps no database value");
+}

@@ -1,4 +1,5 @@
-//! `${VAR}`, `${VAR:-default}` and `$$` in unit strings. The environment is
+//! `${VAR}`, `${VAR:-default}`, `${VAR:?message}`, `${VAR?message}` and
+//! `$$` in unit strings (as docker compose reads them). The environment is
 //! passed in; this module never reads the process environment itself.
 
 use thiserror::Error;
@@ -7,6 +8,9 @@ use thiserror::Error;
 pub enum ExpandError {
     #[error("variable ${{{0}}} is not set and has no default (write ${{{0}:-default}})")]
     Unset(String),
+    /// `${NAME:?message}` (unset or empty) or `${NAME?message}` (unset).
+    #[error("variable ${{{name}}} is required{}: {}", if *empty { " (not set or empty)" } else { " (not set)" }, if message.is_empty() { "set it in the container's environment" } else { message })]
+    Required { name: String, empty: bool, message: String },
     #[error("unterminated ${{ (write $$ for a literal $)")]
     Unterminated,
     #[error("invalid variable name {0:?} in ${{…}}")]
@@ -62,29 +66,45 @@ fn text(
     }
 }
 
-/// `NAME}` or `NAME:-default}` (just after `${`).
+/// `NAME}`, `NAME:-default}`, `NAME:?message}` or `NAME?message}` (just
+/// after `${`).
 fn variable(rest: &mut &str, lookup: &dyn Fn(&str) -> Option<String>, eval: bool) -> Result<String, ExpandError> {
     let close = rest.find('}').ok_or(ExpandError::Unterminated)?;
-    let (name, default) = match rest[..close].find(":-") {
-        Some(i) => (&rest[..i], true),
-        None => (&rest[..close], false),
+    let name_len = rest.find(|c: char| c != '_' && !c.is_ascii_alphanumeric()).unwrap_or(rest.len());
+    let name = &rest[..name_len];
+    let after = &rest[name_len..];
+    let op = ["}", ":-", ":?", "?"].into_iter().find(|op| after.starts_with(op));
+    let Some(op) = op else {
+        return Err(ExpandError::BadName(rest[..close].to_string()));
     };
     if !is_var_name(name) {
         return Err(ExpandError::BadName(name.to_string()));
     }
     let value = if eval { lookup(name) } else { None };
-    if !default {
-        *rest = &rest[close + 1..];
-        return match value {
+    *rest = &after[op.len()..];
+    match op {
+        "}" => match value {
             Some(v) => Ok(v),
             None if !eval => Ok(String::new()),
             None => Err(ExpandError::Unset(name.to_string())),
-        };
+        },
+        ":-" => {
+            let value = value.filter(|v| !v.is_empty());
+            let fallback = text(rest, lookup, true, eval && value.is_none())?;
+            Ok(value.unwrap_or(fallback))
+        }
+        // `:?` refuses an empty value too, `?` only an unset one; the
+        // message is the unit author's, checked for syntax only.
+        _ => {
+            let message = text(rest, lookup, true, false)?;
+            let value = if op == ":?" { value.filter(|v| !v.is_empty()) } else { value };
+            match value {
+                Some(v) => Ok(v),
+                None if !eval => Ok(String::new()),
+                None => Err(ExpandError::Required { name: name.to_string(), empty: op == ":?", message }),
+            }
+        }
     }
-    *rest = &rest[name.len() + 2..];
-    let value = value.filter(|v| !v.is_empty());
-    let fallback = text(rest, lookup, true, eval && value.is_none())?;
-    Ok(value.unwrap_or(fallback))
 }
 
 fn is_var_name(name: &str) -> bool {
@@ -134,6 +154,22 @@ mod tests {
             ("${NOPE:-${HOST}", Err(ExpandError::Unterminated)),
             ("${HOST:-${1X}}", Err(ExpandError::BadName("1X".into()))),
             ("${A${B}}", Err(ExpandError::BadName("A${B".into()))),
+            ("${HOST:?set HOST}", Ok("db.internal")),
+            ("${HOST?set HOST}", Ok("db.internal")),
+            ("${EMPTY?must be set}", Ok("")),
+            ("${NOPE:-${HOST:?x}}", Ok("db.internal")),
+            ("${HOST:-${NOPE:?x}}", Ok("db.internal")),
+            (
+                "${EMPTY:?give the password}",
+                Err(ExpandError::Required { name: "EMPTY".into(), empty: true, message: "give the password".into() }),
+            ),
+            ("${NOPE?}", Err(ExpandError::Required { name: "NOPE".into(), empty: false, message: String::new() })),
+            (
+                "${NOPE:?a $$ b}",
+                Err(ExpandError::Required { name: "NOPE".into(), empty: true, message: "a $ b".into() }),
+            ),
+            ("${NOPE:?unterminated", Err(ExpandError::Unterminated)),
+            ("${NOPE:x}", Err(ExpandError::BadName("NOPE:x".into()))),
         ];
         for (input, want) in cases {
             let got = expand(input, &env);

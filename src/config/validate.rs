@@ -886,7 +886,10 @@ impl Probes<'_, '_> {
             Err(e) => {
                 let last = e.to_string().lines().last().unwrap_or("").trim().to_string();
                 let first = last.strip_prefix("error: ").unwrap_or(&last).to_string();
-                errors.push(self.file.error(Some(pattern.span()), format!("key `log`: invalid regular expression {:?}: {first}", pattern.get_ref())));
+                errors.push(self.file.error(
+                    Some(pattern.span()),
+                    format!("key `log`: invalid regular expression {:?}: {first}", pattern.get_ref()),
+                ));
                 None
             }
         }

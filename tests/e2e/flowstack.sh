@@ -365,16 +365,25 @@ router_check() { # a check that only means something through the router
 
 # ---- 0. the units pass `flowinit check` -----------------------------------
 check "flowinit check --profile dev accepts the units" \
-  env -i "${COMMON_ENV[@]}" "FLOWSTACK_DATA=$TMP/data" "$FLOWINIT" check --units "$UNITS" --profile dev
+  env -i "${COMMON_ENV[@]}" "FLOWSTACK_DATA=$TMP/data" DATABASE_HOST=127.0.0.1 "$FLOWINIT" check --units "$UNITS" --profile dev
 check "flowinit check (prod, no profile) accepts the units" \
-  env -i "${COMMON_ENV[@]}" "FLOWSTACK_DATA=$TMP/data" "$FLOWINIT" check --units "$UNITS"
+  env -i "${COMMON_ENV[@]}" "FLOWSTACK_DATA=$TMP/data" DATABASE_HOST=db.example "$FLOWINIT" check --units "$UNITS"
+# Production never falls back to a default database host or password.
+NODB_ERR=$TMP/no-db.err
+env -i "${COMMON_ENV[@]}" "FLOWSTACK_DATA=$TMP/data" DATABASE_PASSWORD= \
+  timeout 30 "$FLOWINIT" up --units "$UNITS" --socket "$TMP/no-db.sock" >/dev/null 2>"$NODB_ERR" </dev/null
+NODB_RC=$?
+check "up without DATABASE_HOST and DATABASE_PASSWORD exits 2" test "$NODB_RC" = 2
+check "  ...naming DATABASE_HOST" grep -q 'flowise.toml:21:[0-9]*: unit flowise: variable ${DATABASE_HOST} is required (not set or empty)' "$NODB_ERR"
+check "  ...naming DATABASE_PASSWORD" grep -q 'unit flowise: variable ${DATABASE_PASSWORD} is required (not set or empty)' "$NODB_ERR"
+check "  ...and started nothing (no data dir)" test ! -e "$TMP/data/flowise"
 
 # ---- 1. dev profile, fresh data -----------------------------------------
 say ""
 say "== run 1: FLOWINIT_PROFILES=dev, fresh data dir"
 DATA=$TMP/data
 LOG1=$TMP/run1.log
-start_flowinit "$LOG1" "$DATA" FLOWINIT_PROFILES=dev "DATABASE_PORT=$DEV_PG_PORT"
+start_flowinit "$LOG1" "$DATA" FLOWINIT_PROFILES=dev DATABASE_HOST=127.0.0.1 "DATABASE_PORT=$DEV_PG_PORT"
 if wait_http "$API/api/v1/ping" 240; then
   PING1=$(elapsed "$START_TS")
   pass "ping 200 via $API ($PING1 s from start, fresh data: initdb + migrations)"
@@ -426,7 +435,7 @@ check "no unit was SIGKILLed" bash -c '! grep -q "SIGKILL" "$1"' _ "$LOG1"
 say ""
 say "== run 2: same data dir (database reused)"
 LOG2=$TMP/run2.log
-start_flowinit "$LOG2" "$DATA" FLOWINIT_PROFILES=dev "DATABASE_PORT=$DEV_PG_PORT"
+start_flowinit "$LOG2" "$DATA" FLOWINIT_PROFILES=dev DATABASE_HOST=127.0.0.1 "DATABASE_PORT=$DEV_PG_PORT"
 if wait_http "$API/api/v1/ping" 180; then
   PING2=$(elapsed "$START_TS")
   pass "ping 200 via $API ($PING2 s from start, existing data)"
