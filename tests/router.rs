@@ -24,18 +24,18 @@ struct Stack {
 /// A backend unit (tests/fixtures/backend.py) and a router in front of it.
 fn stack(tag: &str, backend_delay: &str, extra_router: &str, extra_routes: &str) -> Stack {
     let d = TempDir::new(tag);
-    let (port, be, ws) = (free_port(), free_port(), free_port());
+    let (port, be) = (free_port(), free_port());
     d.unit(
         "backend",
         &format!(
-            "[service]\nshell = \"sleep {backend_delay}; exec python3 {} {be} {ws}\"\n[readiness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"100ms\"\n",
+            "[service]\nshell = \"sleep {backend_delay}; exec python3 {} {be}\"\n[readiness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"100ms\"\n",
             fixture("backend.py")
         ),
     );
     d.unit(
         "router",
         &format!(
-            "[router]\nlisten = \"127.0.0.1:{port}\"\n{extra_router}\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:{be}\"\nunit = \"backend\"\n[[router.routes]]\nprefix = \"/svc/\"\nupstream = \"http://127.0.0.1:{be}\"\nunit = \"backend\"\nstrip_prefix = true\n[[router.routes]]\nprefix = \"/ws\"\nupstream = \"http://127.0.0.1:{ws}\"\n[[router.routes]]\nprefix = \"/down/\"\nupstream = \"http://127.0.0.1:{}\"\n{extra_routes}",
+            "[router]\nlisten = \"127.0.0.1:{port}\"\n{extra_router}\n[[router.routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:{be}\"\nunit = \"backend\"\n[[router.routes]]\nprefix = \"/svc/\"\nupstream = \"http://127.0.0.1:{be}\"\nunit = \"backend\"\nstrip_prefix = true\n[[router.routes]]\nprefix = \"/down/\"\nupstream = \"http://127.0.0.1:{}\"\n{extra_routes}",
             free_port()
         ),
     );
@@ -174,18 +174,132 @@ fn sse_events_arrive_one_by_one() {
     assert_eq!(s.f.stop(T), 0);
 }
 
+/// Awaits `f` for at most `WS_T`, panicking with `what` past it.
+async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(WS_T, f).await.unwrap_or_else(|_| panic!("timed out after {WS_T:?}: {what}"))
+}
+
+const WS_T: Duration = Duration::from_secs(10);
+
+/// What the WebSocket upstream saw: the request target, the request
+/// headers, and the client's close frame.
+type WsSeen = (String, tokio_tungstenite::tungstenite::http::HeaderMap, Option<ws::CloseFrame>);
+
+mod ws {
+    pub use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    pub use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    pub use tokio_tungstenite::tungstenite::Message;
+}
+
+/// A WebSocket echo server on `listener` for one connection: greets with
+/// "welcome" right after the handshake, echoes text and binary messages
+/// (tungstenite answers pings and the close), and returns what it saw.
+async fn ws_echo_upstream(listener: tokio::net::TcpListener) -> WsSeen {
+    use futures_util::{SinkExt, StreamExt};
+    let (tcp, _) = listener.accept().await.unwrap();
+    let mut request = None;
+    // The callback's signature (its Err is an HTTP response) is tungstenite's.
+    #[allow(clippy::result_large_err)]
+    let callback = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                    mut res: tokio_tungstenite::tungstenite::handshake::server::Response| {
+        request = Some((req.uri().to_string(), req.headers().clone()));
+        if let Some(p) = req.headers().get("sec-websocket-protocol") {
+            res.headers_mut().insert("sec-websocket-protocol", p.clone());
+        }
+        Ok(res)
+    };
+    let mut conn = tokio_tungstenite::accept_hdr_async(tcp, callback).await.unwrap();
+    let (target, headers) = request.unwrap();
+    conn.send(ws::Message::text("welcome")).await.unwrap();
+    let mut close = None;
+    while let Some(msg) = conn.next().await {
+        match msg.unwrap() {
+            m @ (ws::Message::Text(_) | ws::Message::Binary(_)) => conn.send(m).await.unwrap(),
+            ws::Message::Close(frame) => close = frame,
+            _ => {}
+        }
+    }
+    (target, headers, close)
+}
+
 #[test]
 fn websocket_echo_through_the_router() {
-    let mut s = stack("ws", "0", "", "");
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use ws::Message;
+    // The upstream and the client run here; the real binary is between them.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let up = listener.local_addr().unwrap().port();
+    let route = format!("[[router.routes]]\nprefix = \"/ws\"\nupstream = \"http://127.0.0.1:{up}\"\n");
+    let mut s = stack("ws", "0", "", &route);
     s.ready();
-    #[allow(clippy::disallowed_methods)]
-    let out = std::process::Command::new("python3")
-        .arg(fixture("ws_client.py"))
-        .arg(format!("ws://127.0.0.1:{}/ws", s.port))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\nthree\n");
+    let upstream = rt.spawn(ws_echo_upstream(listener));
+    let port = s.port;
+
+    let (target, headers, close) = rt.block_on(async {
+        let mut req = format!("ws://127.0.0.1:{port}/ws/chat?room=1").into_client_request().unwrap();
+        req.headers_mut().insert("sec-websocket-protocol", "chat.v1".parse().unwrap());
+        let key = req.headers()["sec-websocket-key"].clone();
+        // connect_async checks the 101, Upgrade, Connection and
+        // Sec-WebSocket-Accept (derived from our key by the upstream).
+        let (mut c, res) = within("the upgrade", tokio_tungstenite::connect_async(req)).await.unwrap();
+        assert_eq!(res.status(), 101);
+        assert_eq!(res.headers()["sec-websocket-protocol"], "chat.v1", "the upstream's 101 headers pass");
+        assert_eq!(
+            within("welcome", c.next()).await.unwrap().unwrap(),
+            Message::text("welcome"),
+            "the upstream speaks first"
+        );
+        for m in ["one", "two", "three"] {
+            within("send", c.send(Message::text(m))).await.unwrap();
+            assert_eq!(within("echo", c.next()).await.unwrap().unwrap(), Message::text(m));
+        }
+        // Larger than one read of either side: many TCP segments.
+        let blob: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+        within("send", c.send(Message::binary(blob.clone()))).await.unwrap();
+        assert_eq!(within("echo", c.next()).await.unwrap().unwrap(), Message::binary(blob));
+        within("ping", c.send(Message::Ping(b"still there?"[..].into()))).await.unwrap();
+        assert_eq!(within("pong", c.next()).await.unwrap().unwrap(), Message::Pong(b"still there?"[..].into()));
+        // A plain request through the same router while the tunnel is open;
+        // the WebSocket then still works.
+        let r =
+            within("a plain GET beside the WebSocket", tokio::task::spawn_blocking(move || get(port, "/echo/beside")))
+                .await
+                .unwrap();
+        assert_eq!((r.status, r.json()["path"].as_str()), (200, Some("/echo/beside")));
+        within("send", c.send(Message::text("after"))).await.unwrap();
+        assert_eq!(within("echo", c.next()).await.unwrap().unwrap(), Message::text("after"));
+        // Close: the upstream's answer comes back, then the tunnel ends.
+        let bye = ws::CloseFrame { code: ws::CloseCode::Normal, reason: "bye".into() };
+        within("close", c.close(Some(bye.clone()))).await.unwrap();
+        assert_eq!(within("the close answer", c.next()).await.unwrap().unwrap(), Message::Close(Some(bye)));
+        assert!(within("the end of the tunnel", c.next()).await.is_none());
+        let (target, headers, close) = within("the upstream's end", upstream).await.unwrap();
+        assert_eq!(headers["sec-websocket-key"], key);
+        (target, headers, close)
+    });
+    assert_eq!(target, "/ws/chat?room=1", "the path and query reach the upstream");
+    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
+    assert_eq!(h("upgrade"), "websocket", "{headers:?}");
+    assert!(h("connection").split(',').any(|t| t.trim() == "upgrade"), "{headers:?}");
+    assert_eq!(h("sec-websocket-version"), "13");
+    assert_eq!(h("sec-websocket-protocol"), "chat.v1");
+    assert_eq!(h("host"), format!("127.0.0.1:{port}"), "Host is preserved");
+    assert_eq!(h("x-forwarded-for"), "127.0.0.1");
+    assert_eq!(h("x-forwarded-proto"), "http");
+    let close = close.expect("the upstream got the client's close frame");
+    assert_eq!((close.code, close.reason.as_str()), (ws::CloseCode::Normal, "bye"));
+
+    let (_, details, _) = s.f.ctl(&["status", "router"]);
+    assert!(details.contains("2 served, 0 in flight, 0 upstream errors"), "{details}");
+    wait_for("the upgrade and the plain GET in the access log", T, || {
+        let out = s.f.stdout();
+        let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("router ")).collect();
+        let to = format!("-> 127.0.0.1:{up}");
+        let logged = lines.iter().any(|l| l.contains("GET /ws/chat 101 ") && l.ends_with(&to));
+        (logged && lines.iter().any(|l| l.contains("GET /echo/beside 200"))).then_some(())
+    });
     assert_eq!(s.f.stop(T), 0);
 }
 
@@ -688,9 +802,8 @@ fn reload_stack(tag: &str) -> (Stack, u16) {
     d.unit(
         "backend",
         &format!(
-            "[service]\ncommand = [\"python3\", \"{}\", \"{be}\", \"{}\"]\n[readiness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"100ms\"\n",
-            fixture("backend.py"),
-            free_port()
+            "[service]\ncommand = [\"python3\", \"{}\", \"{be}\"]\n[readiness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"100ms\"\n",
+            fixture("backend.py")
         ),
     );
     d.unit("router", &reload_router(port, be, &[]));
@@ -847,9 +960,8 @@ fn a_connection_flood_leaves_pid1_its_fds_and_gets_503s() {
     d.unit(
         "backend",
         &format!(
-            "[unit]\ncritical = true\n[service]\ncommand = [\"python3\", \"{}\", \"{be}\", \"{}\"]\n[readiness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"100ms\"\n[liveness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"200ms\"\ntimeout = \"1s\"\nfailures = 1\n",
-            fixture("backend.py"),
-            free_port()
+            "[unit]\ncritical = true\n[service]\ncommand = [\"python3\", \"{}\", \"{be}\"]\n[readiness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"100ms\"\n[liveness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"200ms\"\ntimeout = \"1s\"\nfailures = 1\n",
+            fixture("backend.py")
         ),
     );
     d.unit(
@@ -919,9 +1031,8 @@ fn out_of_fds_the_router_backs_off_logs_once_and_recovers() {
     d.unit(
         "backend",
         &format!(
-            "[service]\ncommand = [\"python3\", \"{}\", \"{be}\", \"{}\"]\n[readiness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"100ms\"\n",
-            fixture("backend.py"),
-            free_port()
+            "[service]\ncommand = [\"python3\", \"{}\", \"{be}\"]\n[readiness]\nhttp = \"http://127.0.0.1:{be}/ready\"\ninterval = \"100ms\"\n",
+            fixture("backend.py")
         ),
     );
     // A limit above what 1024 fds allow: the router runs out of fds first.
