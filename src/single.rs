@@ -5,6 +5,7 @@
 
 use crate::process::reaper::{reap_blocking_until, spawn_unregistered};
 use crate::process::{Isolation, Signal, SpawnSpec, Stdio3};
+use crate::settings::Settings;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal as S};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -19,6 +20,22 @@ pub fn run(cmd: &[OsString]) -> u8 {
         errln!("flowinit: usage: flowinit -- CMD [ARG]...  (no command given)");
         return 2;
     };
+    // The same environment often serves both modes (one task definition,
+    // a changed command): a bad setting is reported here too, not only
+    // once the container runs `flowinit up`.
+    match Settings::from_env() {
+        Ok(settings) => {
+            for w in settings.unknown_warnings() {
+                errln!("flowinit: warning: {w}");
+            }
+        }
+        Err(errors) => {
+            for e in errors {
+                errln!("flowinit: {e}");
+            }
+            return 2;
+        }
+    }
     crate::process::become_subreaper_unless_pid1();
     let path: PathBuf = match which::which(program) {
         Ok(p) => p,

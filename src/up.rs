@@ -3,12 +3,13 @@
 //! router ports), then run the supervisor until shutdown. Returns exit
 //! codes; `main` only maps them.
 
-use crate::cli::{UnitsArgs, UpArgs};
+use crate::cli::{print_bad_settings, UnitsArgs, UpArgs};
+use crate::settings::Settings;
 use crate::{config, control, logs, process, router, supervisor};
 
-fn load(args: &UnitsArgs, offline: bool) -> Result<config::UnitSet, Vec<config::ConfigError>> {
-    let ctx = config::LoadContext::from_process(args.profiles(), offline);
-    config::load_dir(&args.units_dir(), &ctx)
+fn load(args: &UnitsArgs, settings: &Settings, offline: bool) -> Result<config::UnitSet, Vec<config::ConfigError>> {
+    let ctx = config::LoadContext::from_process(args.profiles(settings), offline);
+    config::load_dir(&args.units_dir(settings), &ctx)
 }
 
 fn print_errors(errors: &[config::ConfigError]) {
@@ -18,13 +19,24 @@ fn print_errors(errors: &[config::ConfigError]) {
     errln!("flowinit: {} error(s) in the unit files", errors.len());
 }
 
+/// Exit code of `check` for an invalid configuration (unit files or
+/// `FLOWINIT_*` settings alike).
+const CHECK_INVALID: u8 = 1;
+
 pub fn check(args: &UnitsArgs) -> u8 {
-    match load(args, true) {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(errors) => {
+            print_bad_settings(&errors);
+            return CHECK_INVALID;
+        }
+    };
+    match load(args, &settings, true) {
         Ok(set) => {
             let enabled = set.units.iter().filter(|u| u.enabled).count();
             outln!(
                 "{}: {} units OK ({} enabled, {} disabled by profile)",
-                args.units_dir().display(),
+                args.units_dir(&settings).display(),
                 set.units.len(),
                 enabled,
                 set.units.len() - enabled
@@ -33,27 +45,28 @@ pub fn check(args: &UnitsArgs) -> u8 {
         }
         Err(errors) => {
             print_errors(&errors);
-            1
+            CHECK_INVALID
         }
     }
 }
 
 pub fn up(args: UpArgs) -> u8 {
-    let shutdown_timeout = match args.shutdown_timeout() {
-        Ok(d) => d,
-        Err(e) => {
-            errln!("flowinit: {e}");
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(errors) => {
+            print_bad_settings(&errors);
             return 2;
         }
     };
-    let set = match load(&args.units, false) {
+    let shutdown_timeout = args.shutdown_timeout(&settings);
+    let set = match load(&args.units, &settings, false) {
         Ok(set) => set,
         Err(errors) => {
             print_errors(&errors);
             return 2;
         }
     };
-    let socket = control::socket_path(args.socket.socket.clone());
+    let socket = control::socket_path(args.socket.socket.clone().or_else(|| settings.socket.clone()));
     let bound = match control::server::bind(&socket) {
         Ok(b) => b,
         Err(e) => {
@@ -87,8 +100,8 @@ pub fn up(args: UpArgs) -> u8 {
     process::signal::ignore_stray_signals();
     let opts = supervisor::manager::Options {
         shutdown_timeout,
-        units_dir: args.units.units_dir(),
-        profiles: args.units.profiles(),
+        units_dir: args.units.units_dir(&settings),
+        profiles: args.units.profiles(&settings),
         listeners,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -99,14 +112,17 @@ pub fn up(args: UpArgs) -> u8 {
         }
     };
     runtime.block_on(async move {
-        let sink = match logs::LogSink::start(logs::LogFormat::from_env()) {
+        let sink = match logs::LogSink::start(settings.log_format) {
             Ok(s) => s,
             Err(e) => {
                 errln!("flowinit: cannot start the log writers: {e}");
                 return 1;
             }
         };
-        logs::events::init(sink.clone());
+        logs::events::init(sink.clone(), settings.log_level);
+        for w in settings.unknown_warnings() {
+            tracing::warn!("{w}");
+        }
         let mut guard = None;
         let code = supervisor::run(set, opts, sink.clone(), |handle, snapshot| {
             guard = control::server::serve(bound, handle, snapshot);
