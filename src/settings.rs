@@ -65,7 +65,8 @@ impl Settings {
     /// Parses `vars` (name, value) pairs; every bad value is reported.
     pub fn from_vars(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Result<Settings, Vec<BadSetting>> {
         let vars: Vec<(OsString, OsString)> = vars.into_iter().collect();
-        let get = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_os_str()).filter(|v| !v.is_empty());
+        let get =
+            |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_os_str()).filter(|v| !v.is_empty());
         let log_format = log_format(get(LOG_FORMAT));
         let log_level = log_level(get(LOG_LEVEL));
         let shutdown_timeout = shutdown_timeout(get(SHUTDOWN_TIMEOUT));
