@@ -493,6 +493,129 @@ fn common_signals_are_forwarded_in_order() {
 }
 
 // ---------------------------------------------------------------------------
+// fault signals: forwarded when another process sends them, fatal when real
+// ---------------------------------------------------------------------------
+
+/// `kill -SIGNAME <flowinit>` must reach the child (which handles it and
+/// exits with `code`), not kill flowinit and orphan the child.
+fn assert_sent_fault_signal_is_forwarded(name: &str, sig: Signal, code: i32) {
+    let (out, marker) = send_signal_to_trap(name, &code.to_string(), sig);
+    assert_eq!(
+        marker.as_deref(),
+        Some(format!("{name}\n").as_str()),
+        "child did not get the SIG{name} sent to flowinit\n{}",
+        out.describe()
+    );
+    assert_eq!(out.code(), Some(code), "flowinit did not pass on the child's exit code\n{}", out.describe());
+}
+
+#[test]
+fn sent_sigill_is_forwarded_to_child() {
+    assert_sent_fault_signal_is_forwarded("ILL", Signal::SIGILL, 41);
+}
+
+#[test]
+fn sent_sigabrt_is_forwarded_to_child() {
+    assert_sent_fault_signal_is_forwarded("ABRT", Signal::SIGABRT, 42);
+}
+
+#[test]
+fn sent_sigbus_is_forwarded_to_child() {
+    assert_sent_fault_signal_is_forwarded("BUS", Signal::SIGBUS, 43);
+}
+
+#[test]
+fn sent_sigfpe_is_forwarded_to_child() {
+    assert_sent_fault_signal_is_forwarded("FPE", Signal::SIGFPE, 44);
+}
+
+#[test]
+fn sent_sigsegv_is_forwarded_to_child() {
+    assert_sent_fault_signal_is_forwarded("SEGV", Signal::SIGSEGV, 45);
+}
+
+#[test]
+fn sent_sigtrap_is_forwarded_to_child() {
+    assert_sent_fault_signal_is_forwarded("TRAP", Signal::SIGTRAP, 46);
+}
+
+#[test]
+fn sent_sigsys_is_forwarded_to_child() {
+    assert_sent_fault_signal_is_forwarded("SYS", Signal::SIGSYS, 47);
+}
+
+#[test]
+fn child_killed_by_sigsegv_exits_139() {
+    let out = run(flowinit_cmd(&["sh", "-c", "kill -SEGV $$"]));
+    assert_eq!(out.code(), Some(139), "{}", out.describe());
+    out.assert_no_panic();
+}
+
+#[test]
+fn forwarded_sigsegv_kills_child_without_handler_exits_139() {
+    let (out, marker) = send_signal_to_trap("none", "0", Signal::SIGSEGV);
+    assert_eq!(marker, None);
+    assert_eq!(out.code(), Some(139), "{}", out.describe());
+}
+
+/// As PID 1 of a namespace, a SIGSEGV from outside it (si_pid 0) is
+/// forwarded like SIGTERM.
+#[test]
+fn pid1_forwards_sigsegv_from_outside_namespace() {
+    if !unshare_available("pid1_forwards_sigsegv_from_outside_namespace") {
+        return;
+    }
+    let dir = TempDir::new("pid1-segv");
+    let ready = dir.file("ready");
+    let marker = dir.file("marker");
+    let script = fixture("sc_trap.py");
+    let running = start_piped(unshare_flowinit(&[python(), &script, s(&ready), s(&marker), "SEGV", "45"]), None);
+    let running = wait_for_file(running, &ready);
+    let unshare_pid = running.pid;
+    let flowinit_pid =
+        poll_until(READY_TIMEOUT, "flowinit as child of unshare", || match children_of(unshare_pid).as_slice() {
+            [pid] => Some(*pid),
+            _ => None,
+        });
+    kill(Pid::from_raw(flowinit_pid), Signal::SIGSEGV).expect("signal flowinit");
+    let out = running.wait(RUN_TIMEOUT);
+    assert_eq!(fs::read_to_string(&marker).ok().as_deref(), Some("SEGV\n"), "{}", out.describe());
+    assert_eq!(out.code(), Some(45), "{}", out.describe());
+    out.assert_no_panic();
+}
+
+/// A real fault of flowinit's own still kills it, although the fault
+/// signals are blocked for sigwaitinfo: a seccomp filter makes flowinit's
+/// kill(2) (forwarding SIGUSR1) raise a synchronous SIGSYS, which the
+/// kernel forces through the block.
+#[test]
+fn a_real_fault_of_flowinit_still_crashes_it() {
+    let dir = TempDir::new("fault");
+    let ready = dir.file("ready");
+    let marker = dir.file("marker");
+    let mut cmd = Command::new(python());
+    cmd.arg(fixture("sc_seccomp_kill.py")).arg(flowinit()).arg("--").arg(python()).arg(fixture("sc_trap.py")).args([
+        s(&ready),
+        s(&marker),
+        "USR1",
+        "0",
+    ]);
+    // Output to a file, not a pipe: the orphaned child keeps its copy open.
+    let log = dir.file("log");
+    let file = fs::File::create(&log).expect("create log file");
+    cmd.stdin(Stdio::null()).stdout(file.try_clone().expect("clone log file")).stderr(file);
+    let running = wait_for_file(start(cmd, None), &ready);
+    let child: i32 = fs::read_to_string(&ready).expect("ready file").trim().parse().expect("child pid");
+    running.signal(Signal::SIGUSR1);
+    let out = running.wait(RUN_TIMEOUT);
+    // The child was orphaned (never signalled): kill it by its pid.
+    let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
+    let output = fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(out.status.signal(), Some(libc::SIGSYS), "flowinit survived its own fault: {:?}\n{output}", out.status);
+    assert_eq!(fs::read_to_string(&marker).ok(), None, "the child got the signal: kill(2) was not trapped");
+}
+
+// ---------------------------------------------------------------------------
 // stdio
 // ---------------------------------------------------------------------------
 
