@@ -98,6 +98,10 @@ pub fn up(args: UpArgs) -> u8 {
     }
     process::become_subreaper_unless_pid1();
     process::signal::ignore_stray_signals();
+    if let Err(e) = process::signal::ignore_sent_fault_signals() {
+        errln!("flowinit: cannot set up the fault signal watcher: {e}");
+        return 1;
+    }
     let opts = supervisor::manager::Options {
         shutdown_timeout,
         units_dir: args.units.units_dir(&settings),

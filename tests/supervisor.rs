@@ -336,6 +336,56 @@ fn stray_signals_do_not_kill_the_supervisor() {
     assert_eq!(f.stop(T), 0);
 }
 
+/// `kill -SEGV <flowinit>` and the other fault signals, sent by another
+/// process, are logged and ignored: as a subreaper their default action
+/// would kill flowinit and orphan every service.
+#[test]
+fn fault_signals_sent_by_another_process_are_logged_and_ignored() {
+    let d = TempDir::new("faultsig");
+    d.unit("svc", "[service]\nshell = \"echo $$$$ > {dir}/pid; exec sleep 1000\"\n");
+    let mut f = Flowinit::up(&d, Opts::default());
+    let pid = read_pid(&d, "pid");
+    let me = std::process::id();
+    for (sig, name) in [
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGSYS, "SIGSYS"),
+    ] {
+        f.signal(sig);
+        f.wait_log(&format!("WARN: {name} sent by pid {me}: ignored"), T);
+    }
+    assert_eq!(f.ctl(&["status", "--quiet"]).0, 0, "flowinit still answers");
+    assert!(f.try_exit().is_none());
+    assert!(pid_alive(pid));
+    assert_eq!(f.stop(T), 0, "{}", f.stderr());
+}
+
+/// The same signals from a real fault still crash flowinit, runtime
+/// threads included: a seccomp filter turns the kill(2) that stops the
+/// service into a synchronous SIGSYS, which the kernel forces through the
+/// block.
+#[test]
+fn a_real_fault_in_up_mode_still_crashes_flowinit() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = TempDir::new("realfault");
+    d.unit("svc", "[service]\nshell = \"echo $$$$ > {dir}/pid; exec sleep 1000\"\n");
+    let wrap = [python(), &fixture("sc_seccomp_kill.py")];
+    let mut f = Flowinit::up(&d, Opts { wrap: &wrap, ..Opts::default() });
+    let pid = read_pid(&d, "pid");
+    f.signal(libc::SIGTERM);
+    let status = wait_for("flowinit to die", T, || f.try_exit());
+    // The service was never signalled and is orphaned now: kill it by pid.
+    // SAFETY: kill(2) on the pid our own unit wrote.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    assert_eq!(status.signal(), Some(libc::SIGSYS), "{status:?}\n{}", f.stderr());
+}
+
 #[test]
 fn a_start_that_cannot_exec_fails_for_good_without_restart() {
     let d = TempDir::new("noexec");

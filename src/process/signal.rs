@@ -130,6 +130,37 @@ pub fn take_default_action(sig: Signal) {
     let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&one), None);
 }
 
+/// In `up` mode, a fault signal another process sends (`kill -SEGV`) is
+/// logged and ignored instead of killing the supervisor (as a subreaper
+/// that would orphan every service; as PID 1 the kernel drops it, since
+/// there is no handler, but silently). Blocks [`FAULT_SIGNALS`] in the
+/// calling thread, so every thread started afterwards (the runtime's) has
+/// them blocked too (call before any other thread exists), and takes them
+/// on a thread of their own. A real fault still crashes flowinit: the
+/// kernel forces it through the block (see [`FAULT_SIGNALS`]).
+pub fn ignore_sent_fault_signals() -> std::io::Result<()> {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let mut set = SigSet::empty();
+    for sig in FAULT_SIGNALS {
+        set.add(sig);
+    }
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    std::thread::Builder::new().name("fault-signals".into()).spawn(move || loop {
+        match wait_signal(&set) {
+            Ok((sig, Origin::Process { pid: 0 })) => {
+                tracing::warn!("{sig} sent from outside flowinit's PID namespace: ignored");
+            }
+            Ok((sig, Origin::Process { pid })) => tracing::warn!("{sig} sent by pid {pid}: ignored"),
+            Ok((sig, Origin::Kernel { .. })) => take_default_action(sig),
+            Err(e) => {
+                tracing::warn!("waiting for fault signals failed: {e}");
+                return;
+            }
+        }
+    })?;
+    Ok(())
+}
+
 /// A signal number known to be valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Signal(pub NixSignal);
