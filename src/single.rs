@@ -80,6 +80,9 @@ pub fn run(cmd: &[OsString]) -> u8 {
             return if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
         }
     };
+    // The child has its start directory; flowinit, which needs no path
+    // from now on, must not keep it busy.
+    crate::process::cwd::leave_start_dir();
     loop {
         // The child may already be gone before the first wait.
         match reap_blocking_until(child) {

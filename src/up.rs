@@ -6,10 +6,16 @@
 use crate::cli::{print_bad_settings, UnitsArgs, UpArgs};
 use crate::settings::Settings;
 use crate::{config, control, logs, process, router, supervisor};
+use std::path::Path;
 
-fn load(args: &UnitsArgs, settings: &Settings, offline: bool) -> Result<config::UnitSet, Vec<config::ConfigError>> {
+fn load(
+    dir: &Path,
+    args: &UnitsArgs,
+    settings: &Settings,
+    offline: bool,
+) -> Result<config::UnitSet, Vec<config::ConfigError>> {
     let ctx = config::LoadContext::from_process(args.profiles(settings), offline);
-    config::load_dir(&args.units_dir(settings), &ctx)
+    config::load_dir(dir, &ctx)
 }
 
 fn print_errors(errors: &[config::ConfigError]) {
@@ -31,7 +37,7 @@ pub fn check(args: &UnitsArgs) -> u8 {
             return CHECK_INVALID;
         }
     };
-    match load(args, &settings, true) {
+    match load(&args.units_dir(&settings), args, &settings, true) {
         Ok(set) => {
             let enabled = set.units.iter().filter(|u| u.enabled).count();
             outln!(
@@ -59,7 +65,12 @@ pub fn up(args: UpArgs) -> u8 {
         }
     };
     let shutdown_timeout = args.shutdown_timeout(&settings);
-    let set = match load(&args.units, &settings, false) {
+    // flowinit leaves its start directory below: every path it still needs
+    // afterwards (the units dir for a reload, the socket to remove at exit)
+    // is made absolute now; relative paths inside unit files are resolved
+    // against the start directory by the load itself.
+    let units_dir = process::cwd::absolute_from_start(&args.units.units_dir(&settings));
+    let set = match load(&units_dir, &args.units, &settings, false) {
         Ok(set) => set,
         Err(errors) => {
             print_errors(&errors);
@@ -67,6 +78,7 @@ pub fn up(args: UpArgs) -> u8 {
         }
     };
     let socket = control::socket_path(args.socket.socket.clone().or_else(|| settings.socket.clone()));
+    let socket = process::cwd::absolute_from_start(&socket);
     let bound = match control::server::bind(&socket) {
         Ok(b) => b,
         Err(e) => {
@@ -102,9 +114,11 @@ pub fn up(args: UpArgs) -> u8 {
         errln!("flowinit: cannot set up the fault signal watcher: {e}");
         return 1;
     }
+    // Services without a working_dir still start in the start directory.
+    process::cwd::leave_start_dir();
     let opts = supervisor::manager::Options {
         shutdown_timeout,
-        units_dir: args.units.units_dir(&settings),
+        units_dir,
         profiles: args.units.profiles(&settings),
         listeners,
     };

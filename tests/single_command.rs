@@ -616,6 +616,85 @@ fn a_real_fault_of_flowinit_still_crashes_it() {
 }
 
 // ---------------------------------------------------------------------------
+// working directory
+// ---------------------------------------------------------------------------
+
+fn cwd_of(pid: i32) -> PathBuf {
+    fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_else(|e| panic!("cwd of {pid}: {e}"))
+}
+
+/// flowinit's cwd once it is / (it changes there right after the spawn;
+/// on a loaded machine that may come after the child is ready), or the
+/// cwd it still has after READY_TIMEOUT.
+fn settled_cwd(pid: i32) -> PathBuf {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let cwd = cwd_of(pid);
+        if cwd == Path::new("/") || Instant::now() >= deadline {
+            return cwd;
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Starts `sc_trap.py` (TERM handler) through `cmd`, run in a fresh
+/// directory; returns that directory (canonical), the fixture's pid and
+/// the running process.
+fn start_in_temp_dir(tag: &str, cmd: impl FnOnce(&Path, &Path) -> Command) -> (TempDir, PathBuf, i32, Running) {
+    let dir = TempDir::new(tag);
+    let (ready, marker) = (dir.file("ready"), dir.file("marker"));
+    let mut cmd = cmd(&ready, &marker);
+    cmd.current_dir(&dir.0);
+    let running = wait_for_file(start_piped(cmd, None), &ready);
+    let child: i32 = fs::read_to_string(&ready).expect("ready file").trim().parse().expect("child pid");
+    let start = fs::canonicalize(&dir.0).expect("canonical temp dir");
+    (dir, start, child, running)
+}
+
+/// Like dumb-init, flowinit does not hold its start directory (it changes
+/// to / after starting the child); the child runs where it was started.
+#[test]
+fn flowinit_leaves_its_start_dir_the_child_keeps_it() {
+    let (_dir, start, child, running) =
+        start_in_temp_dir("cwd", |ready, marker| flowinit_py("sc_trap.py", &[s(ready), s(marker), "TERM", "0"]));
+    let flowinit_cwd = settled_cwd(running.pid);
+    let child_cwd = cwd_of(child);
+    running.signal(Signal::SIGTERM);
+    let out = running.wait(RUN_TIMEOUT);
+    assert_eq!(flowinit_cwd, Path::new("/"), "flowinit kept its start directory\n{}", out.describe());
+    assert_eq!(child_cwd, start, "the child does not run in the start directory\n{}", out.describe());
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+}
+
+#[test]
+fn pid1_leaves_its_start_dir_the_child_keeps_it() {
+    if !unshare_available("pid1_leaves_its_start_dir_the_child_keeps_it") {
+        return;
+    }
+    let (_dir, start, child_ns_pid, running) = start_in_temp_dir("cwd-pid1", |ready, marker| {
+        unshare_flowinit(&[python(), &fixture("sc_trap.py"), s(ready), s(marker), "TERM", "0"])
+    });
+    assert_eq!(child_ns_pid, 2, "the fixture is not flowinit's first child in the namespace");
+    let flowinit_pid =
+        poll_until(READY_TIMEOUT, "flowinit as child of unshare", || match children_of(running.pid).as_slice() {
+            [pid] => Some(*pid),
+            _ => None,
+        });
+    let child =
+        poll_until(READY_TIMEOUT, "the fixture as child of flowinit", || match children_of(flowinit_pid).as_slice() {
+            [pid] => Some(*pid),
+            _ => None,
+        });
+    let flowinit_cwd = settled_cwd(flowinit_pid);
+    let child_cwd = cwd_of(child);
+    kill(Pid::from_raw(flowinit_pid), Signal::SIGTERM).expect("signal flowinit");
+    let out = running.wait(RUN_TIMEOUT);
+    assert_eq!(flowinit_cwd, Path::new("/"), "flowinit as PID 1 kept its start directory\n{}", out.describe());
+    assert_eq!(child_cwd, start, "{}", out.describe());
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+}
+
+// ---------------------------------------------------------------------------
 // stdio
 // ---------------------------------------------------------------------------
 
