@@ -37,6 +37,11 @@ pub fn check(args: &UnitsArgs) -> u8 {
             return CHECK_INVALID;
         }
     };
+    // A typo is worth a word here too (`check` vets a task definition's
+    // environment before it runs), but it is no error: `up` runs with it.
+    for w in settings.unknown_warnings() {
+        errln!("flowinit: warning: {w}");
+    }
     match load(&args.units_dir(&settings), args, &settings, true) {
         Ok(set) => {
             let enabled = set.units.iter().filter(|u| u.enabled).count();
