@@ -3,6 +3,7 @@
 use crate::control::client::{call, ClientError};
 use crate::control::protocol::{Request, Response};
 use crate::control::{render, socket_path};
+use crate::settings::{split_profiles, BadSetting, Settings, DEFAULT_SHUTDOWN_TIMEOUT};
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -125,52 +126,44 @@ impl std::fmt::Display for UnitsDirSource {
 }
 
 impl UnitsArgs {
-    pub fn units_dir(&self) -> PathBuf {
-        self.units_dir_and_source().0
+    /// `--units`, else `$FLOWINIT_UNITS`, else /etc/flowinit/units.
+    pub fn units_dir(&self, settings: &Settings) -> PathBuf {
+        self.units_dir_and_source(settings).0
     }
 
-    pub fn units_dir_and_source(&self) -> (PathBuf, UnitsDirSource) {
+    /// The units dir and how it was chosen (for the message when it holds
+    /// no unit files).
+    pub fn units_dir_and_source(&self, settings: &Settings) -> (PathBuf, UnitsDirSource) {
         if let Some(dir) = &self.units {
             return (dir.clone(), UnitsDirSource::Flag);
         }
-        match std::env::var_os("FLOWINIT_UNITS").filter(|v| !v.is_empty()) {
-            Some(dir) => (PathBuf::from(dir), UnitsDirSource::Env),
+        match &settings.units {
+            Some(dir) => (dir.clone(), UnitsDirSource::Env),
             None => (PathBuf::from("/etc/flowinit/units"), UnitsDirSource::Default),
         }
     }
 
-    pub fn profiles(&self) -> Vec<String> {
-        let from_env;
-        let list: &[String] = if self.profiles.is_empty() {
-            from_env = std::env::var("FLOWINIT_PROFILES").map(|v| vec![v]).unwrap_or_default();
-            &from_env
-        } else {
-            &self.profiles
-        };
-        list.iter().flat_map(|p| p.split(',')).map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect()
+    /// `--profile` (each may be a comma list), else `$FLOWINIT_PROFILES`.
+    pub fn profiles(&self, settings: &Settings) -> Vec<String> {
+        if self.profiles.is_empty() {
+            return settings.profiles.clone().unwrap_or_default();
+        }
+        self.profiles.iter().flat_map(|p| split_profiles(p)).collect()
     }
 }
 
 impl UpArgs {
-    pub fn shutdown_timeout(&self) -> Result<Duration, BadShutdownTimeout> {
-        if let Some(d) = self.shutdown_timeout {
-            return Ok(d);
-        }
-        match std::env::var("FLOWINIT_SHUTDOWN_TIMEOUT") {
-            Ok(value) if !value.is_empty() => {
-                humantime::parse_duration(&value).map_err(|source| BadShutdownTimeout { value, source })
-            }
-            _ => Ok(Duration::from_secs(9)),
-        }
+    /// `--shutdown-timeout`, else `$FLOWINIT_SHUTDOWN_TIMEOUT`, else 9s.
+    pub fn shutdown_timeout(&self, settings: &Settings) -> Duration {
+        self.shutdown_timeout.or(settings.shutdown_timeout).unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT)
     }
 }
 
-/// `FLOWINIT_SHUTDOWN_TIMEOUT` is not a duration.
-#[derive(Debug, thiserror::Error)]
-#[error("FLOWINIT_SHUTDOWN_TIMEOUT={value:?}: {source} (examples: \"9s\", \"1m\")")]
-pub struct BadShutdownTimeout {
-    value: String,
-    source: humantime::DurationError,
+/// Prints every bad `FLOWINIT_*` value; the caller exits with its usage code.
+pub fn print_bad_settings(errors: &[BadSetting]) {
+    for e in errors {
+        errln!("flowinit: {e}");
+    }
 }
 
 /// Exit code when no daemon answers.
@@ -225,7 +218,7 @@ pub fn status(args: &StatusArgs) -> u8 {
         };
         return code;
     }
-    let color = std::io::stdout().is_terminal();
+    let color = std::io::stdout().is_terminal() && crate::settings::color_allowed();
     let now = std::time::SystemTime::now();
     if args.units.is_empty() {
         out!("{}", render::table(&report, now, color));

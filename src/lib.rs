@@ -20,6 +20,7 @@ pub mod logs;
 pub mod probe;
 pub mod process;
 pub mod router;
+pub mod settings;
 pub mod single;
 pub mod supervisor;
 pub mod up;

@@ -1,24 +1,46 @@
 //! Single-command mode, `flowinit -- CMD [ARG]...`: a drop-in for tini.
 //! One thread, no runtime: every forwardable signal is blocked and taken
-//! with sigwait, so forwarding and reaping happen in one place and a signal
-//! is never sent to a pid that was already reaped.
+//! with sigwaitinfo, so forwarding and reaping happen in one place and a
+//! signal is never sent to a pid that was already reaped.
+//!
+//! The fault signals (ILL, ABRT, BUS, FPE, SEGV, TRAP, SYS) are forwarded
+//! too when another process sent them (`kill -SEGV <flowinit>`), as
+//! dumb-init does, instead of killing flowinit and orphaning CMD. A real
+//! fault of flowinit's own still crashes it: the kernel forces those
+//! through the block (see `process::signal::FAULT_SIGNALS`).
 
 use crate::process::reaper::{reap_blocking_until, spawn_unregistered};
+use crate::process::signal::{take_default_action, wait_signal, Origin, FAULT_SIGNALS};
 use crate::process::{Isolation, Signal, SpawnSpec, Stdio3};
+use crate::settings::Settings;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal as S};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-/// Signals that are the process's own business (faults) or job control
-/// noise; everything else is forwarded.
-const NOT_FORWARDED: [S; 9] =
-    [S::SIGFPE, S::SIGILL, S::SIGSEGV, S::SIGBUS, S::SIGABRT, S::SIGTRAP, S::SIGSYS, S::SIGTTIN, S::SIGTTOU];
+/// Job control noise; everything else is forwarded.
+const NOT_FORWARDED: [S; 2] = [S::SIGTTIN, S::SIGTTOU];
 
 pub fn run(cmd: &[OsString]) -> u8 {
     let Some(program) = cmd.first() else {
         errln!("flowinit: usage: flowinit -- CMD [ARG]...  (no command given)");
         return 2;
     };
+    // The same environment often serves both modes (one task definition,
+    // a changed command): a bad setting is reported here too, not only
+    // once the container runs `flowinit up`.
+    match Settings::from_env() {
+        Ok(settings) => {
+            for w in settings.unknown_warnings() {
+                errln!("flowinit: warning: {w}");
+            }
+        }
+        Err(errors) => {
+            for e in errors {
+                errln!("flowinit: {e}");
+            }
+            return 2;
+        }
+    }
     crate::process::become_subreaper_unless_pid1();
     let path: PathBuf = match which::which(program) {
         Ok(p) => p,
@@ -58,6 +80,9 @@ pub fn run(cmd: &[OsString]) -> u8 {
             return if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
         }
     };
+    // The child has its start directory; flowinit, which needs no path
+    // from now on, must not keep it busy.
+    crate::process::cwd::leave_start_dir();
     loop {
         // The child may already be gone before the first wait.
         match reap_blocking_until(child) {
@@ -68,13 +93,16 @@ pub fn run(cmd: &[OsString]) -> u8 {
                 return 1;
             }
         }
-        match set.wait() {
-            Ok(S::SIGCHLD) => {}
-            Ok(sig) => {
-                let _ = child.signal(Signal(sig));
+        match wait_signal(&set) {
+            Ok((Signal(S::SIGCHLD), _)) => {}
+            // Not sent by a process: a fault signal the kernel did not force
+            // (e.g. an asynchronous BUS_MCEERR_AO) is flowinit's own.
+            Ok((sig, Origin::Kernel { .. })) if FAULT_SIGNALS.contains(&sig.0) => take_default_action(sig),
+            Ok((sig, _)) => {
+                let _ = child.signal(sig);
             }
             Err(e) => {
-                errln!("flowinit: sigwait failed: {e}");
+                errln!("flowinit: sigwaitinfo failed: {e}");
                 return 1;
             }
         }

@@ -26,10 +26,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("router", &["api", "config"]),
     // The control socket sees the supervisor only through `api` (Handle, Snapshot).
     ("control", &["api", "config", "logs"]),
-    ("cli", &["control"]),
-    ("single", &["process"]),
+    // The FLOWINIT_* environment settings, parsed once.
+    ("settings", &["logs"]),
+    ("cli", &["control", "settings"]),
+    ("single", &["process", "settings"]),
     ("supervisor", &["api", "config", "logs", "probe", "process", "router"]),
-    ("up", &["cli", "config", "control", "logs", "process", "router", "supervisor"]),
+    ("up", &["cli", "config", "control", "logs", "process", "router", "settings", "supervisor"]),
     ("lib", &[]),
     ("main", &[]),
 ];

@@ -493,6 +493,208 @@ fn common_signals_are_forwarded_in_order() {
 }
 
 // ---------------------------------------------------------------------------
+// fault signals: forwarded when another process sends them, fatal when real
+// ---------------------------------------------------------------------------
+
+/// `kill -SIGNAME <flowinit>` must reach the child (which handles it and
+/// exits with `code`), not kill flowinit and orphan the child.
+fn assert_sent_fault_signal_is_forwarded(name: &str, sig: Signal, code: i32) {
+    let (out, marker) = send_signal_to_trap(name, &code.to_string(), sig);
+    assert_eq!(
+        marker.as_deref(),
+        Some(format!("{name}\n").as_str()),
+        "child did not get the SIG{name} sent to flowinit\n{}",
+        out.describe()
+    );
+    assert_eq!(out.code(), Some(code), "flowinit did not pass on the child's exit code\n{}", out.describe());
+}
+
+#[test]
+fn sent_sigill_is_forwarded_to_child() {
+    assert_sent_fault_signal_is_forwarded("ILL", Signal::SIGILL, 41);
+}
+
+#[test]
+fn sent_sigabrt_is_forwarded_to_child() {
+    assert_sent_fault_signal_is_forwarded("ABRT", Signal::SIGABRT, 42);
+}
+
+#[test]
+fn sent_sigbus_is_forwarded_to_child() {
+    assert_sent_fault_signal_is_forwarded("BUS", Signal::SIGBUS, 43);
+}
+
+#[test]
+fn sent_sigfpe_is_forwarded_to_child() {
+    assert_sent_fault_signal_is_forwarded("FPE", Signal::SIGFPE, 44);
+}
+
+#[test]
+fn sent_sigsegv_is_forwarded_to_child() {
+    assert_sent_fault_signal_is_forwarded("SEGV", Signal::SIGSEGV, 45);
+}
+
+#[test]
+fn sent_sigtrap_is_forwarded_to_child() {
+    assert_sent_fault_signal_is_forwarded("TRAP", Signal::SIGTRAP, 46);
+}
+
+#[test]
+fn sent_sigsys_is_forwarded_to_child() {
+    assert_sent_fault_signal_is_forwarded("SYS", Signal::SIGSYS, 47);
+}
+
+#[test]
+fn child_killed_by_sigsegv_exits_139() {
+    let out = run(flowinit_cmd(&["sh", "-c", "kill -SEGV $$"]));
+    assert_eq!(out.code(), Some(139), "{}", out.describe());
+    out.assert_no_panic();
+}
+
+#[test]
+fn forwarded_sigsegv_kills_child_without_handler_exits_139() {
+    let (out, marker) = send_signal_to_trap("none", "0", Signal::SIGSEGV);
+    assert_eq!(marker, None);
+    assert_eq!(out.code(), Some(139), "{}", out.describe());
+}
+
+/// As PID 1 of a namespace, a SIGSEGV from outside it (si_pid 0) is
+/// forwarded like SIGTERM.
+#[test]
+fn pid1_forwards_sigsegv_from_outside_namespace() {
+    if !unshare_available("pid1_forwards_sigsegv_from_outside_namespace") {
+        return;
+    }
+    let dir = TempDir::new("pid1-segv");
+    let ready = dir.file("ready");
+    let marker = dir.file("marker");
+    let script = fixture("sc_trap.py");
+    let running = start_piped(unshare_flowinit(&[python(), &script, s(&ready), s(&marker), "SEGV", "45"]), None);
+    let running = wait_for_file(running, &ready);
+    let unshare_pid = running.pid;
+    let flowinit_pid =
+        poll_until(READY_TIMEOUT, "flowinit as child of unshare", || match children_of(unshare_pid).as_slice() {
+            [pid] => Some(*pid),
+            _ => None,
+        });
+    kill(Pid::from_raw(flowinit_pid), Signal::SIGSEGV).expect("signal flowinit");
+    let out = running.wait(RUN_TIMEOUT);
+    assert_eq!(fs::read_to_string(&marker).ok().as_deref(), Some("SEGV\n"), "{}", out.describe());
+    assert_eq!(out.code(), Some(45), "{}", out.describe());
+    out.assert_no_panic();
+}
+
+/// A real fault of flowinit's own still kills it, although the fault
+/// signals are blocked for sigwaitinfo: a seccomp filter makes flowinit's
+/// kill(2) (forwarding SIGUSR1) raise a synchronous SIGSYS, which the
+/// kernel forces through the block.
+#[test]
+fn a_real_fault_of_flowinit_still_crashes_it() {
+    let dir = TempDir::new("fault");
+    let ready = dir.file("ready");
+    let marker = dir.file("marker");
+    let mut cmd = Command::new(python());
+    cmd.arg(fixture("sc_seccomp_kill.py")).arg(flowinit()).arg("--").arg(python()).arg(fixture("sc_trap.py")).args([
+        s(&ready),
+        s(&marker),
+        "USR1",
+        "0",
+    ]);
+    // Output to a file, not a pipe: the orphaned child keeps its copy open.
+    let log = dir.file("log");
+    let file = fs::File::create(&log).expect("create log file");
+    cmd.stdin(Stdio::null()).stdout(file.try_clone().expect("clone log file")).stderr(file);
+    let running = wait_for_file(start(cmd, None), &ready);
+    let child: i32 = fs::read_to_string(&ready).expect("ready file").trim().parse().expect("child pid");
+    running.signal(Signal::SIGUSR1);
+    let out = running.wait(RUN_TIMEOUT);
+    // The child was orphaned (never signalled): kill it by its pid.
+    let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
+    let output = fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(out.status.signal(), Some(libc::SIGSYS), "flowinit survived its own fault: {:?}\n{output}", out.status);
+    assert_eq!(fs::read_to_string(&marker).ok(), None, "the child got the signal: kill(2) was not trapped");
+}
+
+// ---------------------------------------------------------------------------
+// working directory
+// ---------------------------------------------------------------------------
+
+fn cwd_of(pid: i32) -> PathBuf {
+    fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_else(|e| panic!("cwd of {pid}: {e}"))
+}
+
+/// flowinit's cwd once it is / (it changes there right after the spawn;
+/// on a loaded machine that may come after the child is ready), or the
+/// cwd it still has after READY_TIMEOUT.
+fn settled_cwd(pid: i32) -> PathBuf {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let cwd = cwd_of(pid);
+        if cwd == Path::new("/") || Instant::now() >= deadline {
+            return cwd;
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Starts `sc_trap.py` (TERM handler) through `cmd`, run in a fresh
+/// directory; returns that directory (canonical), the fixture's pid and
+/// the running process.
+fn start_in_temp_dir(tag: &str, cmd: impl FnOnce(&Path, &Path) -> Command) -> (TempDir, PathBuf, i32, Running) {
+    let dir = TempDir::new(tag);
+    let (ready, marker) = (dir.file("ready"), dir.file("marker"));
+    let mut cmd = cmd(&ready, &marker);
+    cmd.current_dir(&dir.0);
+    let running = wait_for_file(start_piped(cmd, None), &ready);
+    let child: i32 = fs::read_to_string(&ready).expect("ready file").trim().parse().expect("child pid");
+    let start = fs::canonicalize(&dir.0).expect("canonical temp dir");
+    (dir, start, child, running)
+}
+
+/// Like dumb-init, flowinit does not hold its start directory (it changes
+/// to / after starting the child); the child runs where it was started.
+#[test]
+fn flowinit_leaves_its_start_dir_the_child_keeps_it() {
+    let (_dir, start, child, running) =
+        start_in_temp_dir("cwd", |ready, marker| flowinit_py("sc_trap.py", &[s(ready), s(marker), "TERM", "0"]));
+    let flowinit_cwd = settled_cwd(running.pid);
+    let child_cwd = cwd_of(child);
+    running.signal(Signal::SIGTERM);
+    let out = running.wait(RUN_TIMEOUT);
+    assert_eq!(flowinit_cwd, Path::new("/"), "flowinit kept its start directory\n{}", out.describe());
+    assert_eq!(child_cwd, start, "the child does not run in the start directory\n{}", out.describe());
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+}
+
+#[test]
+fn pid1_leaves_its_start_dir_the_child_keeps_it() {
+    if !unshare_available("pid1_leaves_its_start_dir_the_child_keeps_it") {
+        return;
+    }
+    let (_dir, start, child_ns_pid, running) = start_in_temp_dir("cwd-pid1", |ready, marker| {
+        unshare_flowinit(&[python(), &fixture("sc_trap.py"), s(ready), s(marker), "TERM", "0"])
+    });
+    assert_eq!(child_ns_pid, 2, "the fixture is not flowinit's first child in the namespace");
+    let flowinit_pid =
+        poll_until(READY_TIMEOUT, "flowinit as child of unshare", || match children_of(running.pid).as_slice() {
+            [pid] => Some(*pid),
+            _ => None,
+        });
+    let child =
+        poll_until(READY_TIMEOUT, "the fixture as child of flowinit", || match children_of(flowinit_pid).as_slice() {
+            [pid] => Some(*pid),
+            _ => None,
+        });
+    let flowinit_cwd = settled_cwd(flowinit_pid);
+    let child_cwd = cwd_of(child);
+    kill(Pid::from_raw(flowinit_pid), Signal::SIGTERM).expect("signal flowinit");
+    let out = running.wait(RUN_TIMEOUT);
+    assert_eq!(flowinit_cwd, Path::new("/"), "flowinit as PID 1 kept its start directory\n{}", out.describe());
+    assert_eq!(child_cwd, start, "{}", out.describe());
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+}
+
+// ---------------------------------------------------------------------------
 // stdio
 // ---------------------------------------------------------------------------
 

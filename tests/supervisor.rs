@@ -336,6 +336,120 @@ fn stray_signals_do_not_kill_the_supervisor() {
     assert_eq!(f.stop(T), 0);
 }
 
+/// `kill -SEGV <flowinit>` and the other fault signals, sent by another
+/// process, are logged and ignored: as a subreaper their default action
+/// would kill flowinit and orphan every service.
+#[test]
+fn fault_signals_sent_by_another_process_are_logged_and_ignored() {
+    let d = TempDir::new("faultsig");
+    d.unit("svc", "[service]\nshell = \"echo $$$$ > {dir}/pid; exec sleep 1000\"\n");
+    let mut f = Flowinit::up(&d, Opts::default());
+    let pid = read_pid(&d, "pid");
+    let me = std::process::id();
+    for (sig, name) in [
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGSYS, "SIGSYS"),
+    ] {
+        f.signal(sig);
+        f.wait_log(&format!("WARN: {name} sent by pid {me}: ignored"), T);
+    }
+    assert_eq!(f.ctl(&["status", "--quiet"]).0, 0, "flowinit still answers");
+    assert!(f.try_exit().is_none());
+    assert!(pid_alive(pid));
+    assert_eq!(f.stop(T), 0, "{}", f.stderr());
+}
+
+/// The same signals from a real fault still crash flowinit, runtime
+/// threads included: a seccomp filter turns the kill(2) that stops the
+/// service into a synchronous SIGSYS, which the kernel forces through the
+/// block.
+#[test]
+fn a_real_fault_in_up_mode_still_crashes_flowinit() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = TempDir::new("realfault");
+    d.unit("svc", "[service]\nshell = \"echo $$$$ > {dir}/pid; exec sleep 1000\"\n");
+    let wrap = [python(), &fixture("sc_seccomp_kill.py")];
+    let mut f = Flowinit::up(&d, Opts { wrap: &wrap, ..Opts::default() });
+    let pid = read_pid(&d, "pid");
+    f.signal(libc::SIGTERM);
+    let status = wait_for("flowinit to die", T, || f.try_exit());
+    // The service was never signalled and is orphaned now: kill it by pid.
+    // SAFETY: kill(2) on the pid our own unit wrote.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    assert_eq!(status.signal(), Some(libc::SIGSYS), "{status:?}\n{}", f.stderr());
+}
+
+/// The cwd of a process, from /proc.
+fn cwd_of(pid: i32) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap()
+}
+
+/// flowinit changes to / once it has made every path it needs absolute
+/// (an init must not keep its start directory busy), yet everything
+/// relative is resolved against the directory it was started in, before a
+/// reload and after: `--units`, `--socket`, a unit's `working_dir`,
+/// `env_file` and `[log] file`, and a service without `working_dir` still
+/// starts in the start directory.
+#[test]
+fn leaves_its_start_dir_but_relative_paths_and_services_keep_it() {
+    let d = TempDir::new("cwd");
+    let start = std::fs::canonicalize(d.path()).unwrap();
+    std::fs::create_dir(d.file("sub")).unwrap();
+    std::fs::write(d.file("rel.env"), "FROM_ENV_FILE=yes\n").unwrap();
+    d.unit("here", "[service]\nshell = \"pwd -P > {dir}/here.pwd; echo $$$$ > {dir}/here.pid; exec sleep 1000\"\n");
+    d.unit(
+        "sub",
+        "[service]\nworking_dir = \"sub\"\nenv_file = [\"rel.env\"]\nshell = \"pwd -P > {dir}/sub.pwd; echo $FROM_ENV_FILE > {dir}/sub.env; echo logged-line; exec sleep 1000\"\n[log]\nfile = \"logs/sub.log\"\n",
+    );
+    let mut f = Flowinit::up(
+        &d,
+        Opts { cwd: Some(d.path()), units: Some("units"), socket: Some("ctl.sock"), ..Opts::default() },
+    );
+    let here = read_pid(&d, "here.pid");
+    wait_for("sub.env", T, || Some(d.read("sub.env")).filter(|s| !s.is_empty()));
+    assert_eq!(cwd_of(f.pid), std::path::Path::new("/"), "flowinit kept its start directory");
+    assert_eq!(cwd_of(here), start, "a service without working_dir must start where flowinit started");
+    assert_eq!(d.read("here.pwd").trim(), start.to_str().unwrap());
+    assert_eq!(d.read("sub.pwd").trim(), start.join("sub").to_str().unwrap());
+    assert_eq!(d.read("sub.env").trim(), "yes");
+    wait_for("logs/sub.log", T, || d.read("logs/sub.log").contains("logged-line").then_some(()));
+
+    // A new unit and a reload, after the chdir: the relative units dir is
+    // read again, nothing already running counts as changed, and the new
+    // unit's relative paths resolve the same way.
+    d.unit("late", "[service]\nworking_dir = \"sub\"\nshell = \"pwd -P > {dir}/late.pwd; exec sleep 1000\"\n");
+    let (code, out, err) = f.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}\n{}", f.stderr());
+    assert!(out.contains("added: late; removed: none; changed: none; unchanged: 2"), "{out}");
+    wait_for("late.pwd", T, || Some(d.read("late.pwd")).filter(|s| !s.is_empty()));
+    assert_eq!(d.read("late.pwd").trim(), start.join("sub").to_str().unwrap());
+    assert_eq!(f.stop(T), 0, "{}", f.stderr());
+    assert!(!d.file("ctl.sock").exists(), "the relative control socket was not removed at exit");
+}
+
+/// A service without `working_dir` is put in the start directory before
+/// the switch to its user, as an inherited directory would be: a start
+/// directory that user may not enter (0700 root) does not fail the start.
+#[test]
+fn a_unit_user_starts_in_a_start_dir_it_may_not_enter() {
+    let d = TempDir::new("cwd-user");
+    std::fs::set_permissions(d.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    d.unit("svc", "[service]\ncommand = [\"sleep\", \"1000\"]\nuser = \"nobody\"\n");
+    let mut f = Flowinit::up(&d, Opts { cwd: Some(d.path()), ..Opts::default() });
+    let u = f.wait_state("svc", "running");
+    let pid = u["pid"].as_i64().unwrap() as i32;
+    assert_eq!(cwd_of(pid), std::fs::canonicalize(d.path()).unwrap());
+    assert_eq!(cwd_of(f.pid), std::path::Path::new("/"));
+    assert_eq!(f.stop(T), 0, "{}", f.stderr());
+}
+
 #[test]
 fn a_start_that_cannot_exec_fails_for_good_without_restart() {
     let d = TempDir::new("noexec");

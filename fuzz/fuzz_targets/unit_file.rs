@@ -31,6 +31,7 @@ fn ctx() -> &'static LoadContext {
         .collect(),
         profiles: vec!["dev".into()],
         can_switch_user: false,
+        base_dir: None,
     })
 }
 

@@ -41,6 +41,12 @@ pub struct LoadContext {
     pub profiles: Vec<String>,
     /// Whether flowinit can switch users (it runs as root).
     pub can_switch_user: bool,
+    /// What relative paths in unit files (`working_dir`, `env_file`, `[log]
+    /// file`, a relative program without `working_dir`) are relative to:
+    /// the directory flowinit was started in, which it leaves for `/` (see
+    /// `process::cwd`), so a reload resolves them as the first load did.
+    /// `None`: flowinit's current directory.
+    pub base_dir: Option<PathBuf>,
 }
 
 impl LoadContext {
@@ -51,6 +57,15 @@ impl LoadContext {
             env: std::env::vars_os().collect(),
             profiles,
             can_switch_user: offline || nix::unistd::geteuid().is_root(),
+            base_dir: crate::process::cwd::start_dir().map(Path::to_path_buf),
+        }
+    }
+
+    /// `path` against [`LoadContext::base_dir`] when it is relative.
+    fn absolute(&self, path: PathBuf) -> PathBuf {
+        match &self.base_dir {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path,
         }
     }
 
@@ -72,6 +87,8 @@ struct LoadShared {
 /// starts empty: a program installed since the last one is found.
 #[derive(Default)]
 struct ProgramCache {
+    /// `LoadContext::base_dir`.
+    base: Option<PathBuf>,
     cwd: std::cell::OnceCell<PathBuf>,
     found: std::cell::RefCell<HashMap<Lookup, Option<PathBuf>>>,
 }
@@ -81,7 +98,7 @@ type Lookup = (String, OsString, Option<PathBuf>);
 
 impl ProgramCache {
     /// `name` as `which` finds it on `search_path`, relative names against
-    /// `dir` (default: flowinit's working directory).
+    /// `dir` (default: the base dir, else flowinit's working directory).
     fn resolve(&self, name: &str, search_path: &OsString, dir: Option<&Path>) -> Option<PathBuf> {
         let key = (name.to_string(), search_path.clone(), dir.map(Path::to_path_buf));
         if let Some(hit) = self.found.borrow().get(&key) {
@@ -89,7 +106,10 @@ impl ProgramCache {
         }
         let cwd = match dir {
             Some(d) => d,
-            None => self.cwd.get_or_init(|| std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))),
+            None => match &self.base {
+                Some(base) => base,
+                None => self.cwd.get_or_init(|| std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))),
+            },
         };
         let found = which::which_in(name, Some(search_path), cwd).ok();
         self.found.borrow_mut().insert(key, found.clone());
@@ -151,7 +171,7 @@ pub fn load_files(
     // flowinit's own environment, once for every unit of this load.
     let shared = LoadShared {
         inherited: std::sync::Arc::new(ctx.env.iter().filter(|(k, _)| k != "NOTIFY_SOCKET").cloned().collect()),
-        programs: ProgramCache::default(),
+        programs: ProgramCache { base: ctx.base_dir.clone(), ..ProgramCache::default() },
     };
     let mut errors = Vec::new();
     let mut parsed = Vec::new();
@@ -270,7 +290,7 @@ fn build_unit<'a>(
             deps.push((kind, d.clone()));
         }
     }
-    let log = build_log(file, raw.log, &dropped, errors);
+    let log = build_log(file, raw.log, &dropped, ctx, errors);
     let mut router = None;
     let service =
         match (raw.service, raw.router) {
@@ -444,6 +464,7 @@ fn build_log(
     file: &FileCtx,
     raw: Option<raw::RawLog>,
     dropped: &BTreeSet<String>,
+    ctx: &LoadContext,
     errors: &mut Vec<ConfigError>,
 ) -> LogSpec {
     let Some(raw) = raw else {
@@ -456,7 +477,7 @@ fn build_log(
     }
     LogSpec {
         prefix: raw.prefix.unwrap_or_else(|| file.name.clone()),
-        file: raw.file.map(|f| PathBuf::from(f.into_inner())),
+        file: raw.file.map(|f| ctx.absolute(PathBuf::from(f.into_inner()))),
         rotate: raw.rotate.map_or(Rotation::Never, |r| *r.get_ref()),
     }
 }
@@ -615,7 +636,7 @@ fn build_service(
         .as_ref()
         .map(|(_, a)| a.iter().map(&mut expand_at).collect::<Vec<_>>())
         .and_then(|v| v.into_iter().collect());
-    let working_dir = s.working_dir.as_ref().and_then(&mut expand_at).map(PathBuf::from);
+    let working_dir = s.working_dir.as_ref().and_then(&mut expand_at).map(|d| ctx.absolute(PathBuf::from(d)));
     let unit_env: BTreeMap<String, Option<String>> = s.env.iter().map(|(k, v)| (k.clone(), expand_at(v))).collect();
 
     let credentials = resolve_credentials(file, &s.user, &s.group, ctx, errors);
@@ -635,7 +656,7 @@ fn build_service(
             Some(p) => (true, p),
             None => (false, f.get_ref().as_str()),
         };
-        match std::fs::read_to_string(path) {
+        match std::fs::read_to_string(ctx.absolute(PathBuf::from(path))) {
             Ok(text) => match parse_env_file(&text) {
                 Ok(pairs) => pairs.into_iter().for_each(|(k, v)| set_env(&mut env.own, &k, v.into())),
                 Err((line, msg)) => {
@@ -1128,6 +1149,7 @@ mod tests {
             env: vec![("PATH".into(), "/usr/bin:/bin".into()), ("HOST".into(), "h".into())],
             profiles: vec!["dev".into()],
             can_switch_user: true,
+            base_dir: None,
         }
     }
 
@@ -1146,6 +1168,24 @@ mod tests {
         assert_eq!(s.restart, RestartPolicy::OnFailure);
         assert_eq!(s.stop_timeout, DEFAULT_STOP_TIMEOUT);
         assert_eq!(set.units[0].log.prefix, "web");
+    }
+
+    #[test]
+    fn relative_paths_are_taken_against_the_base_dir() {
+        let ctx = LoadContext { base_dir: Some(PathBuf::from("/base")), ..ctx() };
+        let files = [
+            (
+                PathBuf::from("u/rel.toml"),
+                Ok("[service]\ncommand = [\"sh\"]\nworking_dir = \"app\"\n[log]\nfile = \"logs/rel.log\"\n"
+                    .to_string()),
+            ),
+            (PathBuf::from("u/abs.toml"), Ok("[service]\ncommand = [\"sh\"]\nworking_dir = \"/srv\"\n".to_string())),
+        ];
+        let set = load_files(&files, &ctx).unwrap();
+        let (abs, rel) = (&set.units[0], &set.units[1]);
+        assert_eq!(rel.service.as_ref().unwrap().working_dir.as_deref(), Some(Path::new("/base/app")));
+        assert_eq!(rel.log.file.as_deref(), Some(Path::new("/base/logs/rel.log")));
+        assert_eq!(abs.service.as_ref().unwrap().working_dir.as_deref(), Some(Path::new("/srv")));
     }
 
     #[test]

@@ -23,10 +23,9 @@ pub fn prefix_width() -> usize {
     PREFIX_WIDTH.load(Ordering::Relaxed)
 }
 
-/// Installs the global subscriber. The level comes from
-/// `FLOWINIT_LOG_LEVEL` (error, warn, info, debug, trace; default info).
-pub fn init(sink: LogSink) {
-    let level = std::env::var("FLOWINIT_LOG_LEVEL").ok().and_then(|l| l.parse::<Level>().ok()).unwrap_or(Level::INFO);
+/// Installs the global subscriber, showing events up to `level`
+/// (`FLOWINIT_LOG_LEVEL`, parsed by the caller).
+pub fn init(sink: LogSink, level: Level) {
     let format = sink.format;
     // Panics are bugs; they go to the log like any other event (with the
     // thread, so a unit task's can be told apart) and the rest keeps going.

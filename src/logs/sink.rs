@@ -15,16 +15,6 @@ pub enum LogFormat {
     Json,
 }
 
-impl LogFormat {
-    /// `FLOWINIT_LOG_FORMAT=json` selects JSON; anything else is plain.
-    pub fn from_env() -> LogFormat {
-        match std::env::var("FLOWINIT_LOG_FORMAT") {
-            Ok(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
-            _ => LogFormat::Plain,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stream {
     Stdout,

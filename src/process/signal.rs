@@ -43,6 +43,124 @@ pub fn ignore_stray_signals() {
     }
 }
 
+/// The signals a fault of the process itself raises: the kernel sends them
+/// for a bad memory access, an illegal instruction, a division by zero, a
+/// breakpoint, a forbidden system call (seccomp), and `abort()` raises
+/// SIGABRT. Another process can send them too (`kill -SEGV PID`); only a
+/// fault of flowinit's own may crash it.
+///
+/// Blocking them is what tells the two apart, and it keeps a real fault
+/// fatal: the kernel *forces* a synchronous fault signal (force_sig_info:
+/// a blocked or ignored one is unblocked and reset to the default action
+/// first), so it kills the process even while blocked, also as PID 1 of a
+/// PID namespace; glibc's `abort()` unblocks SIGABRT itself before raising
+/// it. Checked with a C program that blocked all seven and then faulted
+/// (null write, `100 / 0`, `ud2`, `int3`, a read past the end of a mapped
+/// empty file, `abort()`, a seccomp SECCOMP_RET_TRAP filter): killed by
+/// SEGV, FPE, ILL, TRAP, BUS, ABRT, SYS, as PID 1 of a namespace too
+/// (`abort()` there ends in SIGSEGV: PID 1 drops its own SIGABRT and glibc
+/// falls back to a faulting instruction). A signal another process sends
+/// instead stays pending and is taken by [`wait_signal`], with a `si_code`
+/// of SI_USER, SI_QUEUE or SI_TKILL (<= 0).
+pub const FAULT_SIGNALS: [NixSignal; 7] = [
+    NixSignal::SIGILL,
+    NixSignal::SIGABRT,
+    NixSignal::SIGBUS,
+    NixSignal::SIGFPE,
+    NixSignal::SIGSEGV,
+    NixSignal::SIGTRAP,
+    NixSignal::SIGSYS,
+];
+
+/// Where a signal taken with [`wait_signal`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `kill`, `sigqueue`, `tgkill` & co. (`si_code <= 0`). `pid` is the
+    /// sender (for SI_USER, SI_QUEUE, SI_TKILL), 0 when it is outside our
+    /// PID namespace.
+    Process { pid: i32 },
+    /// The kernel (`si_code > 0`): a fault, a child's state change, a
+    /// terminal event.
+    Kernel { code: i32 },
+}
+
+/// Waits for one of `set` (which must be blocked in the calling thread) with
+/// `sigwaitinfo`, and tells who sent it. EINTR (a stop and continue) is
+/// retried.
+pub fn wait_signal(set: &nix::sys::signal::SigSet) -> Result<(Signal, Origin), Errno> {
+    loop {
+        // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: both pointers are to live values of the right types.
+        let n = unsafe { libc::sigwaitinfo(set.as_ref(), &mut info) };
+        if n < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                e => return Err(e),
+            }
+        }
+        let Some(sig) = Signal::from_number(n) else { continue };
+        let origin = if info.si_code <= 0 {
+            // SAFETY: for si_code <= 0 the kernel filled the _kill/_rt
+            // member, whose first field is si_pid.
+            Origin::Process { pid: unsafe { info.si_pid() } }
+        } else {
+            Origin::Kernel { code: info.si_code }
+        };
+        return Ok((sig, origin));
+    }
+}
+
+/// Lets `sig` take its default action on this process, as if it had never
+/// been blocked or caught: reset to SIG_DFL, unblock in this thread, raise.
+/// For a fault signal that means a crash (with a core dump where enabled).
+/// Returns only when the kernel drops it, which it does for PID 1 of a
+/// namespace (a signal PID 1 has no handler for never reaches it); the
+/// signal is then blocked again.
+pub fn take_default_action(sig: Signal) {
+    use nix::sys::signal::{pthread_sigmask, raise, signal, SigHandler, SigSet, SigmaskHow};
+    let mut one = SigSet::empty();
+    one.add(sig.0);
+    // SAFETY: installing SIG_DFL (no handler code).
+    unsafe {
+        let _ = signal(sig.0, SigHandler::SigDfl);
+    }
+    let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&one), None);
+    let _ = raise(sig.0);
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&one), None);
+}
+
+/// In `up` mode, a fault signal another process sends (`kill -SEGV`) is
+/// logged and ignored instead of killing the supervisor (as a subreaper
+/// that would orphan every service; as PID 1 the kernel drops it, since
+/// there is no handler, but silently). Blocks [`FAULT_SIGNALS`] in the
+/// calling thread, so every thread started afterwards (the runtime's) has
+/// them blocked too (call before any other thread exists), and takes them
+/// on a thread of their own. A real fault still crashes flowinit: the
+/// kernel forces it through the block (see [`FAULT_SIGNALS`]).
+pub fn ignore_sent_fault_signals() -> std::io::Result<()> {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let mut set = SigSet::empty();
+    for sig in FAULT_SIGNALS {
+        set.add(sig);
+    }
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    std::thread::Builder::new().name("fault-signals".into()).spawn(move || loop {
+        match wait_signal(&set) {
+            Ok((sig, Origin::Process { pid: 0 })) => {
+                tracing::warn!("{sig} sent from outside flowinit's PID namespace: ignored");
+            }
+            Ok((sig, Origin::Process { pid })) => tracing::warn!("{sig} sent by pid {pid}: ignored"),
+            Ok((sig, Origin::Kernel { .. })) => take_default_action(sig),
+            Err(e) => {
+                tracing::warn!("waiting for fault signals failed: {e}");
+                return;
+            }
+        }
+    })?;
+    Ok(())
+}
+
 /// A signal number known to be valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Signal(pub NixSignal);

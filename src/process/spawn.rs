@@ -263,6 +263,9 @@ struct Prepared {
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     dir: Option<CString>,
+    /// Without `dir`: flowinit's start directory, once flowinit has left it
+    /// (`process::cwd`).
+    start_dir: Option<CString>,
     /// The fds that become 0, 1 and 2 (each at 3 or above, close-on-exec);
     /// `None` keeps flowinit's.
     stdio: [Option<OwnedFd>; 3],
@@ -338,6 +341,10 @@ impl Prepared {
             argv,
             envp,
             dir: spec.working_dir.as_deref().map(|d| cstring(d.as_os_str())).transpose()?,
+            start_dir: match spec.working_dir {
+                Some(_) => None,
+                None => super::cwd::inherited_dir().map(|d| cstring(d.as_os_str())).transpose()?,
+            },
             stdio,
             isolation: spec.isolation,
             creds: spec.credentials,
@@ -461,6 +468,13 @@ unsafe fn child_steps(p: &Prepared) -> Step {
     let empty: u64 = 0;
     if !ok(libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &empty, std::ptr::null_mut::<u64>(), 8usize)) {
         return Step::Signals;
+    }
+    // No working_dir: start where flowinit was started (it has left that
+    // directory itself), entered before the switch to the unit's user, as
+    // an inherited directory needs no permission either. Gone since then:
+    // the child starts in / like flowinit.
+    if let Some(dir) = &p.start_dir {
+        libc::chdir(dir.as_ptr());
     }
     if let Some((uid, gid, groups)) = &p.creds {
         // Order matters: supplementary groups and gid while still root,

@@ -98,6 +98,15 @@ pub struct Opts<'a> {
     /// A command that runs flowinit, e.g. `["prlimit", "--nofile=1024:1024"]`
     /// (it must exec flowinit, so that the pid is flowinit's).
     pub wrap: &'a [&'a str],
+    /// The directory flowinit starts in (default: the test's).
+    pub cwd: Option<&'a Path>,
+    /// The `--units` argument as given (e.g. a relative path); default:
+    /// the temp dir's `units`, absolute.
+    pub units: Option<&'a str>,
+    /// The `--socket` argument as given (e.g. a relative path, then taken
+    /// against `cwd` for [`Flowinit::ctl`]); default: the temp dir's
+    /// `ctl.sock`, absolute.
+    pub socket: Option<&'a str>,
 }
 
 impl Flowinit {
@@ -105,15 +114,14 @@ impl Flowinit {
     pub fn up(dir: &TempDir, opts: Opts) -> Flowinit {
         let out = dir.file("flowinit.out");
         let err = dir.file("flowinit.err");
-        let units = dir.units();
-        let socket = dir.file("ctl.sock");
-        let mut argv: Vec<String> = vec![
-            "up".into(),
-            "--units".into(),
-            units.to_string_lossy().into(),
-            "--socket".into(),
-            socket.to_string_lossy().into(),
-        ];
+        let units = opts.units.map_or_else(|| dir.units().to_string_lossy().into_owned(), String::from);
+        let socket_arg = opts.socket.map_or_else(|| dir.file("ctl.sock"), PathBuf::from);
+        let socket = match opts.cwd {
+            Some(cwd) => cwd.join(&socket_arg),
+            None => std::env::current_dir().unwrap().join(&socket_arg),
+        };
+        let mut argv: Vec<String> =
+            vec!["up".into(), "--units".into(), units, "--socket".into(), socket_arg.to_string_lossy().into()];
         argv.extend(opts.args.iter().map(|s| s.to_string()));
         let mut cmd = if opts.pid1 {
             let mut c = Command::new("unshare");
@@ -134,6 +142,9 @@ impl Flowinit {
             .env_remove("FLOWINIT_PROFILES");
         for (k, v) in opts.env {
             cmd.env(k, v);
+        }
+        if let Some(cwd) = opts.cwd {
+            cmd.current_dir(cwd);
         }
         if opts.dirty_signals {
             use std::os::unix::process::CommandExt;

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 const BUDGET: Duration = Duration::from_secs(9);
 
 fn load(files: &[(&str, &str)]) -> Result<UnitSet, Vec<String>> {
-    let ctx = LoadContext { env: std::env::vars_os().collect(), profiles: vec![], can_switch_user: true };
+    let ctx =
+        LoadContext { env: std::env::vars_os().collect(), profiles: vec![], can_switch_user: true, base_dir: None };
     let files: Vec<_> = files.iter().map(|(n, t)| (PathBuf::from(format!("u/{n}.toml")), Ok(t.to_string()))).collect();
     load_files(&files, &ctx).map_err(|e| e.iter().map(|e| e.to_string()).collect())
 }
