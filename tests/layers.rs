@@ -26,7 +26,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("router", &["api", "config"]),
     // The control socket sees the supervisor only through `api` (Handle, Snapshot).
     ("control", &["api", "config", "logs"]),
-    ("cli", &["control"]),
+    // `exec` is a client command: its arguments are part of the command line.
+    ("cli", &["control", "exec"]),
+    // `flowinit exec`: the spec from the control socket, then process::exec.
+    ("exec", &["control", "process"]),
     ("single", &["process"]),
     ("supervisor", &["api", "config", "logs", "probe", "process", "router"]),
     ("up", &["cli", "config", "control", "logs", "process", "router", "supervisor"]),

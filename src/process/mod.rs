@@ -2,6 +2,7 @@
 //! new session, the single reaper that owns `waitpid`, typed signals, and
 //! the descendant scan used at final shutdown. The only module with `unsafe`.
 
+pub mod exec;
 pub mod reaper;
 pub mod signal;
 pub mod spawn;
