@@ -27,6 +27,8 @@ use tokio::sync::watch;
 
 /// How long a client may take to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a refused peer's request line is waited for before closing.
+const REFUSED_DRAIN: Duration = Duration::from_secs(1);
 /// Log lines shown with `status UNIT`.
 const STATUS_LOG_LINES: usize = 10;
 
@@ -132,11 +134,16 @@ async fn connection(
 ) -> io::Result<()> {
     let cred = stream.peer_cred()?;
     let peer = cred.uid();
-    if peer != 0 && peer != me {
-        return write(&mut stream, &Response::error(format!("permission denied: uid {peer} may not control flowinit")))
-            .await;
-    }
     let mut line = Vec::new();
+    if peer != 0 && peer != me {
+        // Refused before its request is looked at. The line is still
+        // taken off the socket (bounded, unparsed), so that the refusal
+        // ends in a clean EOF rather than a reset that could lose it.
+        write(&mut stream, &Response::error(format!("permission denied: uid {peer} may not control flowinit"))).await?;
+        let mut reader = BufReader::new(&mut stream).take(MAX_REQUEST as u64 + 1);
+        let _ = tokio::time::timeout(REFUSED_DRAIN, reader.read_until(b'\n', &mut line)).await;
+        return Ok(());
+    }
     let read = {
         let mut reader = BufReader::new(&mut stream).take(MAX_REQUEST as u64 + 1);
         tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await
