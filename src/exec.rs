@@ -21,8 +21,9 @@ const HELP: &str = "\
 CMD gets exactly what the unit's own process gets: its environment (flowinit's
 environment, env_file, env, with ${VAR} expanded as at load, and
 FLOWINIT_UNIT=UNIT; not FLOWINIT_RUN: CMD is not part of a run of the unit),
-its user, group and supplementary groups, and its working_dir. It works for
-stopped and disabled units too: it uses the unit's definition, not its process.
+its user, group and supplementary groups, its working_dir, and default signal
+dispositions with nothing blocked. It works for stopped and disabled units too:
+it uses the unit's definition, not its process.
 
 flowinit exec asks the running flowinit over the control socket (owner-only,
 so run it as root), then replaces itself with CMD: stdin, stdout, stderr and

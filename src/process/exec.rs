@@ -85,7 +85,8 @@ impl ExecError {
 
 /// Becomes `cmd`: switches credentials (groups, gid, uid, in that order),
 /// enters the working directory, looks the program up on the PATH of the
-/// new environment and execs it. Returns only when a step failed.
+/// new environment, resets every signal to its default and execs it.
+/// Returns only when a step failed.
 pub fn exec_as(cmd: ExecAs) -> ExecError {
     let Some(program) = cmd.argv.first() else {
         return ExecError::NoCommand;
@@ -137,7 +138,7 @@ pub fn exec_as(cmd: ExecAs) -> ExecError {
     let Some(file) = cstring(found.as_os_str()) else {
         return exec_error(Errno::EINVAL);
     };
-    restore_sigpipe();
+    default_signals();
     match nix::unistd::execve(&file, &argv, &envp) {
         Err(errno) => exec_error(errno),
         Ok(never) => match never {},
@@ -159,18 +160,25 @@ fn already(uid: u32, gid: u32, groups: &[u32]) -> bool {
     ids && ours.is_ok_and(|ours| ours == sorted(groups.to_vec()))
 }
 
-/// Rust's runtime ignores SIGPIPE in every program it starts, and an
-/// ignored signal stays ignored across exec: give the command the default
-/// back, as std's `Command` does for its children. Everything else of the
-/// caller's signal state (mask, other dispositions) passes through, as with
-/// `sudo`, `su` or `setpriv`.
-fn restore_sigpipe() {
-    use nix::sys::signal::{signal, SigHandler, Signal};
-    // SAFETY: installs SIG_DFL (no handler code) in a single-threaded
-    // process just before exec.
-    unsafe {
-        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
+/// Ignored signals and the blocked mask survive exec. The command starts
+/// from the defaults, as the unit's own process does (`spawn`): not with
+/// the SIGPIPE Rust's runtime ignores in every program, nor with what the
+/// caller left (glibc's `posix_spawn` leaves its signals 32 and 33 ignored,
+/// a shell ignores SIGINT for a background job, `nohup` SIGHUP), so that
+/// Ctrl-C and SIGTERM always mean to CMD what they mean to it by default.
+/// The raw syscall: glibc's `sigaction()` refuses 32 and 33.
+fn default_signals() {
+    let dfl = [0u64; 4];
+    let empty: u64 = 0;
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: an all-zero kernel sigaction is SIG_DFL with no flags
+            // and an empty mask; no handler code is installed.
+            unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), std::ptr::null_mut::<u64>(), 8usize) };
+        }
     }
+    // SAFETY: sets this (only) thread's mask from a valid 8-byte set.
+    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &empty, std::ptr::null_mut::<u64>(), 8usize) };
 }
 
 fn cstring(s: &OsStr) -> Option<CString> {
