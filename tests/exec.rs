@@ -490,3 +490,30 @@ fn a_caller_other_than_root_is_refused_and_gets_no_env() {
     assert!(!log.contains("hunter2"), "{log}");
     assert_eq!(log.matches("exec svc: its environment and credentials sent to").count(), 1, "{log}");
 }
+
+#[test]
+fn a_daemon_not_run_as_root_serves_its_own_uid() {
+    let d = TempDir::new("exec-nonroot");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    d.unit("plain", "[service]\ncommand = [\"sleep\", \"1000\"]\nenv = { P = \"plain\" }\n");
+    let nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"];
+    let mut f = Flowinit::up(&d, Opts { wrap: &nobody, ..Opts::default() });
+    f.wait_state("plain", "running");
+    // Without `user` the unit runs as flowinit: so does the command, for
+    // flowinit's own uid (nothing to switch) and for root (switched).
+    let own = exec_with(&d, &f, &nobody, &["plain", "--", "sh", "-c", "id -u; id -G; echo $P"], b"");
+    assert_eq!((own.code(), own.out.as_str()), (Some(0), "65534\n65534\nplain\n"), "{}", own.err);
+    let root = exec(&d, &f, &["plain", "--", "sh", "-c", "id -u; id -G; echo $P"]);
+    assert_eq!((root.code(), root.out.as_str()), (Some(0), "65534\n65534\nplain\n"), "{}", root.err);
+    // flowinit's uid with other groups may not drop them: 126, and why.
+    let grouped = ["setpriv", "--reuid", "65534", "--regid", "65534", "--groups", "1"];
+    let refused = exec_with(&d, &f, &grouped, &["plain", "--", "id"], b"");
+    assert_eq!(refused.code(), Some(126), "{}", refused.err);
+    assert_eq!(
+        refused.err.trim(),
+        "flowinit exec plain: cannot switch to uid 65534, gid 65534, groups []: setgroups failed: EPERM: Operation not permitted; \
+         only root may run a command as the unit's uid 65534: run flowinit exec as root"
+    );
+    assert!(refused.out.is_empty());
+    assert_eq!(f.stop(T), 0);
+}
