@@ -270,7 +270,12 @@ fn exit_status_is_the_commands_own() {
     let script = format!("'{BIN}' exec --socket '{}' svc -- sh -c 'kill -TERM $$'; echo status=$?", f.socket.display());
     let out = d.file("status.out");
     let mut sh = Command::new("sh");
-    sh.arg("-c").arg(&script).stdin(Stdio::null()).stdout(std::fs::File::create(&out).unwrap()).process_group(0);
+    sh.arg("-c")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(d.file("status.err")).unwrap())
+        .process_group(0);
     let mut child = sh.spawn().unwrap();
     wait_bounded(&mut child, RUN, "sh running flowinit exec");
     assert_eq!(read(&out).trim(), "status=143");
