@@ -17,6 +17,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::{mpsc, oneshot};
 
+/// The directory a unit without `working_dir` starts in (flowinit's own
+/// start directory, which flowinit itself leaves for `/`).
+pub fn start_dir() -> Option<&'static std::path::Path> {
+    crate::process::cwd::start_dir()
+}
+
 /// What the control socket may ask for. Each is answered once done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {

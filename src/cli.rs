@@ -41,6 +41,8 @@ pub enum Command {
     Reload(SocketArgs),
     /// Show recent log lines kept in memory.
     Logs(LogsArgs),
+    /// Run a command as a unit's process runs: its environment, user, groups and working_dir.
+    Exec(crate::exec::ExecArgs),
 }
 
 #[derive(Debug, Args)]

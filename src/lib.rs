@@ -5,8 +5,8 @@
 //! Dependencies point one way (checked by `tests/layers.rs`):
 //! `term` ← everything; `config → graph, process::signal`; `api → config,
 //! logs, process`; `router → config, api`; `control → config, logs, api`;
-//! `supervisor → api, config, logs, probe, process, router`; `up` wires
-//! them. See docs/architecture.md.
+//! `supervisor → api, config, logs, probe, process, router`; `exec →
+//! control, process`; `up` wires them. See docs/architecture.md.
 
 #[macro_use]
 pub mod term;
@@ -15,6 +15,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod exec;
 pub mod graph;
 pub mod logs;
 pub mod probe;

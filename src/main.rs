@@ -5,7 +5,7 @@
 use clap::Parser;
 use flowinit::cli::{self, Cli, Command};
 use flowinit::control::protocol::Request;
-use flowinit::{process, single, up};
+use flowinit::{exec, process, single, up};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Some(Command::Restart(a)) => cli::act(&a.socket, Request::Restart { units: a.units }),
         Some(Command::Reload(a)) => cli::act(&a, Request::Reload {}),
         Some(Command::Logs(a)) => cli::logs(&a),
+        Some(Command::Exec(a)) => exec::run(a),
     };
     ExitCode::from(code)
 }

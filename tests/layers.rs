@@ -28,7 +28,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("control", &["api", "config", "logs"]),
     // The FLOWINIT_* environment settings, parsed once.
     ("settings", &["logs"]),
-    ("cli", &["control", "settings"]),
+    // `exec` is a client command: its arguments are part of the command line.
+    ("cli", &["control", "exec", "settings"]),
+    // `flowinit exec`: the spec from the control socket, then process::exec.
+    ("exec", &["control", "process"]),
     ("single", &["process", "settings"]),
     ("supervisor", &["api", "config", "logs", "probe", "process", "router"]),
     ("up", &["cli", "config", "control", "logs", "process", "router", "settings", "supervisor"]),

@@ -347,7 +347,7 @@ fn shutdown_events_when_the_budget_is_spent() {
 #[test]
 fn help_of_every_command() {
     let d = TempDir::new("snap-help");
-    for cmd in ["", "up", "status", "start", "stop", "restart", "reload", "logs", "check"] {
+    for cmd in ["", "up", "status", "start", "stop", "restart", "reload", "logs", "check", "exec"] {
         let mut args: Vec<&str> = if cmd.is_empty() { vec![] } else { vec![cmd] };
         args.push("--help");
         let (code, out, err) = run_bounded(&d, &args, &[], RUN);

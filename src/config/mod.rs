@@ -8,4 +8,4 @@ pub mod unit;
 pub mod validate;
 
 pub use unit::{Unit, UnitSet};
-pub use validate::{load_dir, no_units, ConfigError, LoadContext};
+pub use validate::{load_dir, load_unit_enabled, no_units, ConfigError, LoadContext};

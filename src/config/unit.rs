@@ -3,6 +3,7 @@
 //! downstream needs to fail on configuration.
 
 use crate::process::signal::Signal;
+use crate::process::tree::RUN_TAG_VAR;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -193,7 +194,25 @@ pub struct Service {
     pub notify_timeout: Duration,
 }
 
+/// Names the unit in its processes' environment, for people and scripts.
+pub const UNIT_VAR: &str = "FLOWINIT_UNIT";
+
 impl Service {
+    /// The environment of a process of unit `unit`: [`Service::env`], then
+    /// `FLOWINIT_UNIT` and, for a run of the supervisor, its tag
+    /// (`FLOWINIT_RUN`) set last; neither is taken from elsewhere. The unit's
+    /// own process and `flowinit exec` (no run: its command is not part of
+    /// one, so never swept with it) both get theirs from here.
+    pub fn process_env(&self, unit: &str, run: Option<&str>) -> Vec<(OsString, OsString)> {
+        let mut env = self.env.to_vec();
+        env.retain(|(k, _)| k != UNIT_VAR && k != RUN_TAG_VAR);
+        env.push((UNIT_VAR.into(), unit.into()));
+        if let Some(run) = run {
+            env.push((RUN_TAG_VAR.into(), run.into()));
+        }
+        env
+    }
+
     /// Whether the unit becomes ready by something other than having
     /// started (a probe or READY=1).
     pub fn waits_for_ready(&self) -> bool {

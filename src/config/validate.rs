@@ -81,6 +81,15 @@ struct LoadShared {
     programs: ProgramCache,
 }
 
+impl LoadShared {
+    fn new(ctx: &LoadContext) -> LoadShared {
+        LoadShared {
+            inherited: std::sync::Arc::new(ctx.env.iter().filter(|(k, _)| k != "NOTIFY_SOCKET").cloned().collect()),
+            programs: ProgramCache { base: ctx.base_dir.clone(), ..ProgramCache::default() },
+        }
+    }
+}
+
 /// The program lookups of one load. Units mostly share PATH and directory,
 /// so each distinct lookup searches the file system once (200 units naming
 /// `sleep` cost 1,800 stat calls and 200 getcwd without it). A new load
@@ -168,11 +177,7 @@ pub fn load_files(
     files: &[(PathBuf, std::io::Result<String>)],
     ctx: &LoadContext,
 ) -> Result<UnitSet, Vec<ConfigError>> {
-    // flowinit's own environment, once for every unit of this load.
-    let shared = LoadShared {
-        inherited: std::sync::Arc::new(ctx.env.iter().filter(|(k, _)| k != "NOTIFY_SOCKET").cloned().collect()),
-        programs: ProgramCache { base: ctx.base_dir.clone(), ..ProgramCache::default() },
-    };
+    let shared = LoadShared::new(ctx);
     let mut errors = Vec::new();
     let mut parsed = Vec::new();
     for (path, text) in files {
@@ -211,6 +216,43 @@ pub fn load_files(
         Ok(UnitSet { units })
     } else {
         Err(errors)
+    }
+}
+
+/// One unit file validated as if one of its profiles were on, without the
+/// checks that need the other units (dependencies, listen addresses):
+/// `flowinit exec` of a disabled unit runs with its definition, resolved
+/// now (its env_files read, its user looked up).
+pub fn load_unit_enabled(path: &Path, ctx: &LoadContext) -> Result<Unit, Vec<ConfigError>> {
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            unit: Some(name.clone()),
+            message: format!("cannot read unit file: {e}"),
+        }]
+    })?;
+    let file = FileCtx { path, name, text: &text };
+    let raw::Parsed { raw, problems } = raw::parse(&text);
+    let mut errors: Vec<ConfigError> = problems.into_iter().map(|p| file.error(Some(p.span), p.message)).collect();
+    let pending = raw.and_then(|raw| {
+        let profiles = raw.unit.profiles.iter().map(|p| p.get_ref().clone()).collect();
+        let ctx = LoadContext {
+            env: ctx.env.clone(),
+            profiles,
+            can_switch_user: ctx.can_switch_user,
+            base_dir: ctx.base_dir.clone(),
+        };
+        build_unit(&file, raw, &ctx, &LoadShared::new(&ctx), &mut errors)
+    });
+    match pending {
+        Some(p) if errors.is_empty() => Ok(p.unit),
+        _ => {
+            errors.sort_by_key(|e| (e.line, e.column));
+            Err(errors)
+        }
     }
 }
 
@@ -1233,6 +1275,27 @@ mod tests {
                 .unwrap();
         assert!(!set.units[0].enabled);
         assert!(set.units[0].service.is_none());
+    }
+
+    #[test]
+    fn a_disabled_unit_loads_alone_as_if_its_profile_were_on() {
+        let dir = std::env::temp_dir().join(format!("flowinit-enabled-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pg.toml");
+        let text = "[unit]\nprofiles = [\"prod-only\"]\nrequires = [\"elsewhere\"]\n[service]\ncommand = [\"sh\"]\nenv = { X = \"${HOST}\" }\n";
+        std::fs::write(&path, text).unwrap();
+        let unit = load_unit_enabled(&path, &ctx()).unwrap();
+        assert!(unit.enabled);
+        let svc = unit.service.as_ref().unwrap();
+        assert_eq!(svc.env.get("X"), Some(&OsString::from("h")));
+        let env = svc.process_env("pg", None);
+        assert!(env.contains(&("FLOWINIT_UNIT".into(), "pg".into())));
+        assert!(!env.iter().any(|(k, _)| k == "FLOWINIT_RUN"));
+        std::fs::write(&path, "[unit]\nprofiles = [\"prod-only\"]\n[service]\ncommand = [\"no-such-program-xyz\"]\n")
+            .unwrap();
+        let errs = load_unit_enabled(&path, &ctx()).unwrap_err();
+        assert!(errs[0].to_string().contains("program \"no-such-program-xyz\" not found"), "{errs:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

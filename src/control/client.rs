@@ -16,6 +16,16 @@ pub enum ClientError {
     Broken(String),
 }
 
+impl ClientError {
+    /// The client commands' exit code: 4 when no daemon answers, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::NoDaemon(_) => 4,
+            ClientError::Broken(_) => 1,
+        }
+    }
+}
+
 /// Sends `request`; calls `each` for every response line until it returns
 /// false or the daemon closes the connection.
 pub fn call(path: &Path, request: Request, mut each: impl FnMut(Response) -> bool) -> Result<(), ClientError> {

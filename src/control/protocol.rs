@@ -40,6 +40,11 @@ pub enum Request {
         units: Vec<String>,
     },
     Reload {},
+    /// What `flowinit exec UNIT` needs; answered with [`Response::exec`].
+    #[serde(rename = "exec_spec")]
+    ExecSpec {
+        unit: String,
+    },
 }
 
 /// One response line. Exactly one of the payload fields is set, or `error`.
@@ -55,6 +60,9 @@ pub struct Response {
     pub status: Option<StatusReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<LogLineReport>,
+    /// The answer to `exec_spec`. Carries env values: see [`ExecSpec`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecSpec>,
     /// Marks the end of a `logs` answer without `follow`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub end: bool,
@@ -135,6 +143,51 @@ pub struct RouterReport {
     pub max_connections: u64,
 }
 
+/// How a unit's process runs, for `flowinit exec`: its whole environment,
+/// its credentials and its directory. The only answer that carries env
+/// values (secrets): it goes to the peer that asked, over its own
+/// connection, and is never logged; `Debug` shows variable names only.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    pub unit: String,
+    /// The variables of the unit's process, `[name, value]`, in order;
+    /// those with a name or value that is not UTF-8 are in `env_bytes`.
+    pub env: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_bytes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The unit's user, else flowinit's own: what its process runs as.
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups, in the order given to setgroups.
+    pub groups: Vec<u32>,
+    /// The unit's `user` by name, when it names one (for messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The unit's working_dir, else flowinit's own working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for ExecSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self
+            .env
+            .iter()
+            .map(|(k, _)| k.clone())
+            .chain(self.env_bytes.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()))
+            .collect();
+        f.debug_struct("ExecSpec")
+            .field("unit", &self.unit)
+            .field("env (names only)", &names)
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("groups", &self.groups)
+            .field("user", &self.user)
+            .field("working_dir", &self.working_dir)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLineReport {
     pub ts: String,
@@ -154,6 +207,7 @@ mod tests {
             Request::Logs { units: vec![], lines: 10, follow: true },
             Request::Start { units: vec!["a".into(), "b".into()] },
             Request::Reload {},
+            Request::ExecSpec { unit: "db".into() },
         ];
         for r in reqs {
             let line = serde_json::to_string(&Envelope { v: VERSION, request: r.clone() }).unwrap();
@@ -164,6 +218,23 @@ mod tests {
             serde_json::to_string(&Envelope { v: 1, request: Request::Reload {} }).unwrap(),
             r#"{"v":1,"request":{"cmd":"reload"}}"#
         );
+        assert_eq!(
+            serde_json::to_string(&Envelope { v: 1, request: Request::ExecSpec { unit: "db".into() } }).unwrap(),
+            r#"{"v":1,"request":{"cmd":"exec_spec","unit":"db"}}"#
+        );
+    }
+
+    #[test]
+    fn exec_spec_debug_shows_no_values() {
+        let spec = ExecSpec {
+            unit: "db".into(),
+            env: vec![("PGPASSWORD".into(), "hunter2".into())],
+            env_bytes: vec![(b"RAW".to_vec(), b"\xffhunter3".to_vec())],
+            ..ExecSpec::default()
+        };
+        let shown = format!("{:?}", Response { exec: Some(spec), ..Response::default() });
+        assert!(shown.contains("PGPASSWORD") && shown.contains("RAW"), "{shown}");
+        assert!(!shown.contains("hunter"), "{shown}");
     }
 
     #[test]

@@ -4,13 +4,15 @@
 //! time; status and logs are answered from the published snapshot, actions
 //! go through the manager's handle and are answered once done. A bad
 //! request gets an error line and never disturbs the daemon. Env values are
-//! never part of any answer.
+//! part of one answer only, `exec_spec`, to a peer that passed the uid
+//! check, and are never logged.
 
 use super::protocol::{
-    Envelope, LogLineReport, Request, Response, RouterReport, StatusReport, UnitReport, MAX_REQUEST, VERSION,
+    Envelope, ExecSpec, LogLineReport, Request, Response, RouterReport, StatusReport, UnitReport, MAX_REQUEST, VERSION,
 };
 use crate::api::{self, Handle, RouterStats, Snapshot, UnitView};
-use crate::config::unit::ServiceKind;
+use crate::config::unit::{Service, ServiceKind};
+use crate::config::{self, Unit};
 use crate::logs::ring::LogLine;
 use crate::logs::sink::timestamp;
 use std::future::Future;
@@ -19,11 +21,14 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::UCred;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
 /// How long a client may take to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a refused peer's request line is waited for before closing.
+const REFUSED_DRAIN: Duration = Duration::from_secs(1);
 /// Log lines shown with `status UNIT`.
 const STATUS_LOG_LINES: usize = 10;
 
@@ -127,12 +132,18 @@ async fn connection(
     handle: Handle,
     snapshot: watch::Receiver<Snapshot>,
 ) -> io::Result<()> {
-    let peer = stream.peer_cred()?.uid();
-    if peer != 0 && peer != me {
-        return write(&mut stream, &Response::error(format!("permission denied: uid {peer} may not control flowinit")))
-            .await;
-    }
+    let cred = stream.peer_cred()?;
+    let peer = cred.uid();
     let mut line = Vec::new();
+    if peer != 0 && peer != me {
+        // Refused before its request is looked at. The line is still
+        // taken off the socket (bounded, unparsed), so that the refusal
+        // ends in a clean EOF rather than a reset that could lose it.
+        write(&mut stream, &Response::error(format!("permission denied: uid {peer} may not control flowinit"))).await?;
+        let mut reader = BufReader::new(&mut stream).take(MAX_REQUEST as u64 + 1);
+        let _ = tokio::time::timeout(REFUSED_DRAIN, reader.read_until(b'\n', &mut line)).await;
+        return Ok(());
+    }
     let read = {
         let mut reader = BufReader::new(&mut stream).take(MAX_REQUEST as u64 + 1);
         tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await
@@ -181,7 +192,86 @@ async fn connection(
         Request::Stop { units } => act(&mut stream, &handle, api::Request::Stop(units)).await,
         Request::Restart { units } => act(&mut stream, &handle, api::Request::Restart(units)).await,
         Request::Reload {} => act(&mut stream, &handle, api::Request::Reload).await,
+        Request::ExecSpec { unit } => {
+            let r = exec_spec(&snapshot, &unit, cred).await;
+            write(&mut stream, &r).await
+        }
     }
+}
+
+/// The answer to `exec_spec`: how `name`'s process runs. An enabled unit's
+/// comes from its loaded definition, exactly what its process got (env
+/// files as read at the last load); a disabled unit, which is not resolved
+/// at load, is loaded from its file now as if its profile were on. Who got
+/// it is logged, never a value.
+async fn exec_spec(snapshot: &watch::Receiver<Snapshot>, name: &str, peer: UCred) -> Response {
+    let found = select(&snapshot.borrow(), &[name.to_string()]).map(|v| v.into_iter().next().map(|v| v.unit.clone()));
+    let unit = match found {
+        Ok(Some(u)) => u,
+        Ok(None) => return Response::error(format!("unknown unit {name:?}")),
+        Err(e) => return Response::error(e),
+    };
+    let router = || Response::error(format!("unit {name} is a router: it runs no process for a command to run as"));
+    let service = match (&unit.service, &unit.router) {
+        (_, Some(_)) => return router(),
+        (Some(svc), None) => svc.clone(),
+        (None, None) => {
+            let file = unit.file.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                config::load_unit_enabled(&file, &config::LoadContext::from_process(Vec::new(), false))
+            })
+            .await;
+            match loaded {
+                Ok(Ok(Unit { service: Some(svc), .. })) => svc,
+                Ok(Ok(_)) => return router(),
+                Ok(Err(errors)) => {
+                    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    return Response::error(format!(
+                        "unit {name} is disabled, and its file does not load here as it is now:\n{}",
+                        errors.join("\n")
+                    ));
+                }
+                Err(e) => return Response::error(format!("loading unit {name}: {e}")),
+            }
+        }
+    };
+    match spec_of(name, &service) {
+        Ok(spec) => {
+            let pid = peer.pid().map_or_else(|| "?".to_string(), |p| p.to_string());
+            tracing::info!("exec {name}: its environment and credentials sent to uid {} (pid {pid})", peer.uid());
+            Response { v: VERSION, ok: true, exec: Some(spec), ..Response::default() }
+        }
+        Err(e) => Response::error(e),
+    }
+}
+
+/// A unit's process as `flowinit exec` must recreate it. Without `user`
+/// the process runs as flowinit, with its groups; without `working_dir`,
+/// where such a unit's process starts: the directory flowinit was started
+/// in (flowinit itself has left it for `/`).
+fn spec_of(name: &str, svc: &Service) -> Result<ExecSpec, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let (uid, gid, groups, user) = match &svc.credentials {
+        Some(c) => (c.uid, c.gid, c.groups.clone(), c.user_name.clone()),
+        None => {
+            let groups = nix::unistd::getgroups().map_err(|e| format!("cannot read flowinit's own groups: {e}"))?;
+            let groups = groups.into_iter().map(|g| g.as_raw()).collect();
+            (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw(), groups, None)
+        }
+    };
+    let working_dir = svc
+        .working_dir
+        .clone()
+        .or_else(|| crate::api::start_dir().map(Path::to_path_buf))
+        .filter(|d| d.to_str().is_some());
+    let mut spec = ExecSpec { unit: name.to_string(), uid, gid, groups, user, working_dir, ..ExecSpec::default() };
+    for (k, v) in svc.process_env(name, None) {
+        match (k.to_str(), v.to_str()) {
+            (Some(k), Some(v)) => spec.env.push((k.to_string(), v.to_string())),
+            _ => spec.env_bytes.push((k.as_bytes().to_vec(), v.as_bytes().to_vec())),
+        }
+    }
+    Ok(spec)
 }
 
 async fn act(stream: &mut UnixStream, handle: &Handle, req: api::Request) -> io::Result<()> {

@@ -3,6 +3,7 @@
 //! the descendant scan used at final shutdown. The only module with `unsafe`.
 
 pub mod cwd;
+pub mod exec;
 pub mod reaper;
 pub mod signal;
 pub mod spawn;

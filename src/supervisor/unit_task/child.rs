@@ -10,7 +10,7 @@ use crate::logs::watch::LineWatch;
 use crate::logs::{LogSink, Stream};
 use crate::probe::{self, ProbeTask};
 use crate::process::reaper::Spawned;
-use crate::process::tree::{signal_tagged, RUN_TAG_VAR};
+use crate::process::tree::signal_tagged;
 use crate::process::{Isolation, Pgid, Reaper, Signal, SpawnError, SpawnSpec, SpawnStep, Stdio3};
 use nix::errno::Errno;
 use std::collections::BTreeMap;
@@ -19,9 +19,6 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// Names the unit in its processes' environment, for people and scripts.
-pub const UNIT_VAR: &str = "FLOWINIT_UNIT";
 
 /// One run of a unit (one spawn of its main process): the value of
 /// `FLOWINIT_RUN` in that run's environment, `<unit>/<n>`, `n` counting the
@@ -71,10 +68,7 @@ pub struct RealChild {
 impl Child for RealChild {
     fn spawn(&self, run: &RunTag, extra_env: Vec<(OsString, OsString)>) -> Result<Spawned, SpawnError> {
         let svc = &self.service;
-        let mut env = svc.env.to_vec();
-        env.retain(|(k, _)| k != UNIT_VAR && k != RUN_TAG_VAR);
-        env.push((UNIT_VAR.into(), OsString::from(&*self.log.name)));
-        env.push((RUN_TAG_VAR.into(), OsString::from(&run.0)));
+        let mut env = svc.process_env(&self.log.name, Some(&run.0));
         env.extend(extra_env);
         if let Some(dir) = &svc.working_dir {
             if !dir.is_dir() {
