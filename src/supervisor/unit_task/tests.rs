@@ -204,6 +204,7 @@ fn service() -> Service {
         readiness: None,
         liveness: None,
         notify_timeout: Duration::from_secs(10),
+        memory: None,
     }
 }
 
