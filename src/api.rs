@@ -1,18 +1,21 @@
 //! The narrow waist between the supervisor and the layers that face
 //! people and clients: what the control socket may ask ([`Request`],
 //! answered through a [`Handle`] once done), what it may read (the
-//! published [`Snapshot`]), what the router needs to know ([`Readiness`]
-//! of the units its routes name) and the counters the router keeps
-//! ([`RouterStats`], shown by `status`). `control` and `router` import
-//! this module and never `supervisor`'s internals (checked by
-//! `tests/layers.rs`).
+//! published [`Snapshot`], and what its units' processes use, sampled
+//! when asked: [`sample_usage`]), what the router needs to know
+//! ([`Readiness`] of the units its routes name, with the [`Traffic`] it
+//! sends them, so that a unit's stop waits for its requests in flight) and
+//! the counters the router keeps ([`RouterStats`], shown by `status`).
+//! `control` and `router` import this module and never `supervisor`'s
+//! internals (checked by `tests/layers.rs`).
 
 use crate::config::Unit;
 use crate::logs::RingLog;
+use crate::process::usage::{self, Run};
 use crate::process::{Pid, Termination};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::{mpsc, oneshot};
@@ -111,21 +114,108 @@ impl Snapshot {
     }
 }
 
+pub use crate::process::usage::Usage;
+
+/// What the processes of each of `views` use now (None for a unit without
+/// a process): one pass over /proc, however many units. Nothing samples
+/// unless asked: this runs when `status` is answered.
+pub fn sample_usage(views: &[&UnitView]) -> Vec<Option<Usage>> {
+    let runs: Vec<(usize, Run<'_>)> = views
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| Some((i, Run { pid: v.status.pid?, tag: v.status.run.as_deref() })))
+        .collect();
+    let sampled = usage::sample(&runs.iter().map(|(_, r)| *r).collect::<Vec<_>>());
+    let mut out = vec![None; views.len()];
+    for ((i, _), u) in runs.iter().zip(sampled) {
+        out[*i] = u;
+    }
+    out
+}
+
 /// The state of every unit by name: all the router needs of the
-/// supervisor (a route whose unit is not up answers 503).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// supervisor (a route whose unit is not up answers 503), and each unit's
+/// [`Traffic`].
+#[derive(Debug, Clone, Default)]
 pub struct Readiness {
     units: HashMap<String, State>,
+    traffic: HashMap<String, Arc<Traffic>>,
 }
+
+/// Equal when the states are: the traffic counters are the same for as
+/// long as a unit's name exists.
+impl PartialEq for Readiness {
+    fn eq(&self, other: &Readiness) -> bool {
+        self.units == other.units
+            && self.traffic.len() == other.traffic.len()
+            && self.traffic.iter().all(|(k, t)| other.traffic.get(k).is_some_and(|o| Arc::ptr_eq(t, o)))
+    }
+}
+
+impl Eq for Readiness {}
 
 impl Readiness {
     pub fn new(units: impl IntoIterator<Item = (String, State)>) -> Readiness {
-        Readiness { units: units.into_iter().collect() }
+        Readiness { units: units.into_iter().collect(), traffic: HashMap::new() }
+    }
+
+    /// With each unit's traffic counter (kept by the supervisor per name).
+    pub fn with_traffic(mut self, traffic: impl IntoIterator<Item = (String, Arc<Traffic>)>) -> Readiness {
+        self.traffic = traffic.into_iter().collect();
+        self
     }
 
     /// The unit's state, if it exists.
     pub fn state(&self, unit: &str) -> Option<State> {
         self.units.get(unit).copied()
+    }
+
+    /// The unit's state, and when it is up, a request sent to it: counted
+    /// in flight until the guard is dropped. Call it on a borrow of the
+    /// published value (`watch::Receiver::borrow`): the count is then
+    /// taken under the same lock as the state is published with, so a unit
+    /// that sees itself `stopping` also sees every request that was sent
+    /// to it while it was up (see [`Traffic::drained`]).
+    pub fn enter(&self, unit: &str) -> Option<(State, Option<TrafficGuard>)> {
+        let state = self.state(unit)?;
+        let guard = state.is_up().then(|| self.traffic.get(unit).map(|t| t.enter())).flatten();
+        Some((state, guard))
+    }
+}
+
+/// Requests the routers sent to one unit and have not finished answering
+/// (the response body included). A stop of the unit waits for it to reach
+/// 0 before the stop signal (within stop_timeout), so a graceful restart
+/// does not cut requests off.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    in_flight: AtomicU64,
+}
+
+impl Traffic {
+    pub fn enter(self: &Arc<Self>) -> TrafficGuard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        TrafficGuard(self.clone())
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// No request to `unit` is in flight and none can start: the published
+    /// state (read under the same lock as [`Readiness::enter`]) is not up.
+    pub fn drained(&self, readiness: &Readiness, unit: &str) -> bool {
+        !readiness.state(unit).is_some_and(State::is_up) && self.in_flight() == 0
+    }
+}
+
+/// One request in flight to a unit; dropping it ends the request.
+#[derive(Debug)]
+pub struct TrafficGuard(Arc<Traffic>);
+
+impl Drop for TrafficGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -223,6 +313,12 @@ pub struct UnitStatus {
     pub main_pid: Option<Pid>,
     /// When the current process was started (for uptime).
     pub started_at: Option<SystemTime>,
+    /// The current run's tag (`FLOWINIT_RUN`), by which its processes that
+    /// left its session are found.
+    pub run: Option<Arc<str>>,
+    /// Restarts because the unit stayed above memory_max (also counted in
+    /// `restarts`).
+    pub memory_restarts: u32,
 }
 
 impl UnitStatus {
@@ -240,6 +336,8 @@ impl UnitStatus {
             status_text: None,
             main_pid: None,
             started_at: None,
+            run: None,
+            memory_restarts: 0,
         }
     }
 

@@ -410,6 +410,44 @@ fn cases() -> Vec<Case> {
         Case::new("nul_byte_in_shell")
             .unit("web.toml", "[service]\nshell = \"echo a\\u0000b\"\n")
             .err("web.toml", At::Value("shell"), "key `shell`: contains a NUL byte (\\u0000), which no program argument, path, user name or environment value can hold; remove it"),
+        // -- memory_max ---------------------------------------------------------
+        Case::new("memory_max_unknown_unit")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\nmemory_max = \"1.5gb\"\n")
+            .err(
+                "web.toml",
+                At::Value("memory_max"),
+                "key `memory_max`: invalid size \"1.5gb\": unknown unit \"gb\" (did you mean \"GB\"?); write e.g. memory_max = \"1.5GiB\" (K, M, G: powers of 1000; Ki, Mi, Gi or KiB, MiB, GiB: powers of 1024; a bare number: bytes)",
+            ),
+        Case::new("memory_max_not_a_size")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\nmemory_max = \"lots\"\n")
+            .err(
+                "web.toml",
+                At::Value("memory_max"),
+                "key `memory_max`: invalid size \"lots\": expected a number, then an optional unit; write e.g. memory_max = \"1.5GiB\"",
+            ),
+        Case::new("memory_max_zero")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\nmemory_max = 0\n")
+            .err("web.toml", At::Value("memory_max"), "key `memory_max`: invalid size 0: must be more than 0 bytes"),
+        Case::new("memory_max_is_a_float")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\nmemory_max = 1.5\n")
+            .err(
+                "web.toml",
+                At::Value("memory_max"),
+                "key `memory_max`: expected a size string such as \"512MiB\" or \"1.5GiB\", or a whole number of bytes, found the float 1.5; write memory_max = \"1.5GiB\"",
+            ),
+        Case::new("memory_check_without_memory_max")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\nmemory_check = \"1s\"\n")
+            .err(
+                "web.toml",
+                At::Value("memory_check"),
+                "key `memory_check`: needs memory_max (what to check against); write e.g. memory_max = \"1GiB\" in [service], or remove memory_check",
+            ),
+        Case::new("memory_check_zero")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\nmemory_max = \"1GiB\"\nmemory_check = \"0s\"\n")
+            .err("web.toml", At::Value("memory_check"), "key `memory_check`: must be more than 0; write e.g. memory_check = \"10s\""),
+        Case::new("memory_check_bad_duration")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\nmemory_max = \"1GiB\"\nmemory_check = \"often\"\n")
+            .err("web.toml", At::Value("memory_check"), "invalid duration \"often\" for `memory_check`"),
         // -- notify -------------------------------------------------------------
         Case::new("notify_name_too_long")
             .unit(LONG_NOTIFY_FILE, "[service]\ncommand = [\"true\"]\ntype = \"notify\"\n")
@@ -807,6 +845,13 @@ case_tests!(
     nul_bytes,
     nul_byte_in_shell,
     notify_name_too_long,
+    memory_max_unknown_unit,
+    memory_max_not_a_size,
+    memory_max_zero,
+    memory_max_is_a_float,
+    memory_check_without_memory_max,
+    memory_check_zero,
+    memory_check_bad_duration,
 );
 
 #[test]

@@ -23,8 +23,8 @@ fn pid_of(f: &Flowinit, unit: &str) -> i64 {
 }
 
 /// Checks that every column starts at the same offset on every line, then
-/// returns the cells with what changes between runs (pids, uptimes)
-/// replaced, one row per line, cells joined by " | ".
+/// returns the cells with what changes between runs (pids, uptimes, CPU
+/// and memory use) replaced, one row per line, cells joined by " | ".
 fn normalize(table: &str) -> String {
     let lines: Vec<&str> = table.lines().collect();
     let header = lines[0];
@@ -49,6 +49,12 @@ fn normalize(table: &str) -> String {
         }
         if cells[3].ends_with('s') || cells[3].ends_with('m') || cells[3].ends_with('h') {
             cells[3] = "UPTIME".into();
+        }
+        if cells[4].ends_with('%') {
+            cells[4] = "CPU".into();
+        }
+        if cells[5].ends_with(['B', 'K', 'M', 'G']) {
+            cells[5] = "MEM".into();
         }
         out += &cells.join(" | ");
         out.push('\n');

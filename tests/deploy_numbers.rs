@@ -98,6 +98,7 @@ fn the_router_outlives_the_albs_idle_timeout() {
 /// Runs the real `flowinit check` on a copy of the shipped units (run as
 /// this machine's root instead of the image's `node`, which does not exist
 /// here) with a clean environment plus `env`; returns (exit code, stderr).
+#[allow(clippy::disallowed_methods)]
 fn check_shipped_units(env: &[(&str, &str)], profile: Option<&str>) -> (i32, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = std::env::temp_dir().join(format!("fi-prod-defaults-{}-{}", std::process::id(), env.len()));

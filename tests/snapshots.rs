@@ -39,6 +39,11 @@ fn redact(text: &str, dir: &TempDir, pairs: &[(String, &str)]) -> String {
         (r"budget left it \d+\.\ds", "budget left it [SECS]s"),
         // The router's default connection cap follows the fd limit.
         (r"at most \d+ connections;", "at most [FROM NOFILE] connections;"),
+        // What a unit's processes use, sampled when asked.
+        (
+            r"usage:      CPU \d+\.\d% \(\d+\.\d+s\), memory \S+, \d+ process",
+            "usage:      CPU [CPU] ([CPU SECS]), memory [MEM], [N] process",
+        ),
     ];
     for (pattern, with) in rules {
         s = Regex::new(pattern).unwrap().replace_all(&s, with).into_owned();

@@ -4,6 +4,7 @@
 pub mod expand;
 pub mod raw;
 pub mod schema;
+pub mod size;
 pub mod unit;
 pub mod validate;
 

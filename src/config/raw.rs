@@ -109,6 +109,29 @@ pub struct RawService {
     pub start_limit_interval: Option<Spanned<String>>,
     pub stop_signal: Option<Spanned<String>>,
     pub stop_timeout: Option<Spanned<String>>,
+    pub memory_max: Option<Spanned<RawSize>>,
+    pub memory_check: Option<Spanned<String>>,
+}
+
+/// A size as written: a string with a unit (`"1.5GiB"`) or a number of
+/// bytes; [`super::size::parse_size`] reads the string at validation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(expecting = "a size string such as \"512MiB\" or a number of bytes")]
+#[serde(try_from = "toml::Value")]
+pub enum RawSize {
+    Text(String),
+    Bytes(i64),
+}
+
+impl TryFrom<toml::Value> for RawSize {
+    type Error = String;
+    fn try_from(v: toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::String(s) => Ok(RawSize::Text(s)),
+            toml::Value::Integer(i) => Ok(RawSize::Bytes(i)),
+            other => Err(format!("invalid type: {}, expected a size string or a number of bytes", other.type_str())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -38,6 +38,9 @@ enum Kind {
     StrMap,
     /// A user or group name, or a numeric id.
     UserRef,
+    /// A size: a string with a unit (parsed, and its errors reported, by
+    /// validation) or a whole number of bytes.
+    Size,
     Table(&'static [Field]),
     /// `[[name]]` tables.
     TableList(&'static [Field]),
@@ -91,6 +94,8 @@ const SERVICE: &[Field] = &[
     f("start_limit_interval", Kind::Duration, "\"2m\""),
     f("stop_signal", Kind::Str, "\"SIGTERM\""),
     f("stop_timeout", Kind::Duration, "\"10s\""),
+    f("memory_max", Kind::Size, "\"1.5GiB\""),
+    f("memory_check", Kind::Duration, "\"10s\""),
 ];
 
 const ROUTE: &[Field] = &[
@@ -331,6 +336,12 @@ impl Checker {
                     span,
                     format!("key `{key}`: expected a table of strings, found {found}; write {key} = {}", field.example),
                 );
+                false
+            }
+            (Kind::Size, DeValue::String(_) | DeValue::Integer(_)) => true,
+            (Kind::Size, _) => {
+                let what = "a size string such as \"512MiB\" or \"1.5GiB\", or a whole number of bytes";
+                self.push(span, wrong(what, field.example.to_string()));
                 false
             }
             (Kind::UserRef, DeValue::String(_)) => true,

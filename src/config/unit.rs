@@ -192,10 +192,24 @@ pub struct Service {
     pub liveness: Option<Liveness>,
     /// For `type = "notify"`: how long to wait for READY=1.
     pub notify_timeout: Duration,
+    /// Restart the unit gracefully when its processes' RSS stays above
+    /// this for [`MEMORY_CHECKS_OVER`] checks in a row.
+    pub memory: Option<MemoryLimit>,
 }
 
 /// Names the unit in its processes' environment, for people and scripts.
 pub const UNIT_VAR: &str = "FLOWINIT_UNIT";
+
+/// `memory_max` and how often it is checked (`memory_check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimit {
+    pub max_bytes: u64,
+    pub check_every: Duration,
+}
+
+/// Checks in a row above `memory_max` that restart a unit: one spike
+/// (a burst of requests, a garbage collector's moment) is not enough.
+pub const MEMORY_CHECKS_OVER: u32 = 3;
 
 impl Service {
     /// The environment of a process of unit `unit`: [`Service::env`], then
@@ -264,6 +278,7 @@ pub const DEFAULT_RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
 pub const DEFAULT_START_LIMIT_BURST: u32 = 5;
 pub const DEFAULT_START_LIMIT_INTERVAL: Duration = Duration::from_secs(120);
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MEMORY_CHECK: Duration = Duration::from_secs(10);
 /// A router's drain: inside the default 9 s shutdown budget with 4 s left
 /// for the units behind it (Postgres's fast shutdown needs about 1 s).
 pub const DEFAULT_ROUTER_STOP_TIMEOUT: Duration = Duration::from_secs(5);

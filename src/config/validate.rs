@@ -2,7 +2,7 @@
 //! file, each with file:line:column, instead of stopping at the first.
 
 use super::expand::{expand, ExpandError};
-use super::raw::{self, RawService, RawUnitFile, UserRef};
+use super::raw::{self, RawService, RawSize, RawUnitFile, UserRef};
 use super::schema::dropped_near;
 use super::unit::*;
 use crate::graph;
@@ -581,6 +581,7 @@ fn build_service(
     let start_limit_interval =
         duration(file, "start_limit_interval", &s.start_limit_interval, DEFAULT_START_LIMIT_INTERVAL, errors);
     let stop_timeout = duration(file, "stop_timeout", &s.stop_timeout, DEFAULT_STOP_TIMEOUT, errors);
+    let memory = memory_limit(file, &s, dropped, errors);
     // The schema keeps it within 1..=u32::MAX.
     let start_limit_burst = s.start_limit_burst.as_ref().map_or(DEFAULT_START_LIMIT_BURST, |b| *b.get_ref());
     let stop_signal = match &s.stop_signal {
@@ -762,7 +763,53 @@ fn build_service(
         readiness,
         liveness,
         notify_timeout,
+        memory,
     })
+}
+
+/// `memory_max` and `memory_check`: a size above 0, a duration above 0,
+/// and no `memory_check` without `memory_max`.
+fn memory_limit(
+    file: &FileCtx,
+    s: &RawService,
+    dropped: &BTreeSet<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<MemoryLimit> {
+    let check_every = duration(file, "memory_check", &s.memory_check, DEFAULT_MEMORY_CHECK, errors);
+    if let Some(c) = &s.memory_check {
+        if check_every.is_zero() {
+            errors.push(file.error(
+                Some(c.span()),
+                "key `memory_check`: must be more than 0; write e.g. memory_check = \"10s\"".into(),
+            ));
+        }
+        if s.memory_max.is_none() && !dropped.contains("service.memory_max") {
+            errors.push(file.error(
+                Some(c.span()),
+                "key `memory_check`: needs memory_max (what to check against); write e.g. memory_max = \"1GiB\" in [service], or remove memory_check".into(),
+            ));
+        }
+    }
+    let raw = s.memory_max.as_ref()?;
+    let parsed = match raw.get_ref() {
+        RawSize::Text(t) => crate::config::size::parse_size(t).map_err(|e| format!("invalid size {t:?}: {e}")),
+        RawSize::Bytes(n) => match u64::try_from(*n) {
+            Ok(0) | Err(_) => Err(format!("invalid size {n}: must be more than 0 bytes")),
+            Ok(b) => Ok(b),
+        },
+    };
+    match parsed {
+        Ok(max_bytes) => Some(MemoryLimit { max_bytes, check_every }),
+        Err(why) => {
+            errors.push(file.error(
+                Some(raw.span()),
+                format!(
+                    "key `memory_max`: {why}; write e.g. memory_max = \"1.5GiB\" (K, M, G: powers of 1000; Ki, Mi, Gi or KiB, MiB, GiB: powers of 1024; a bare number: bytes)"
+                ),
+            ));
+            None
+        }
+    }
 }
 
 /// Whether `v` is free of NUL bytes (a TOML `\u0000`), which no argv
@@ -1235,6 +1282,30 @@ mod tests {
         let errs = load(&[("a", "[service]\ncommand = [\"true\"]\nstop_timeout = \"ten\"\n")]).unwrap_err();
         assert_eq!(errs.len(), 1);
         assert!(errs[0].starts_with("u/a.toml:3:16: unit a: invalid duration \"ten\""), "{}", errs[0]);
+    }
+
+    #[test]
+    fn memory_max_and_its_check() {
+        let unit = |keys: &str| format!("[service]\ncommand = [\"true\"]\n{keys}");
+        let memory = |keys: &str| load(&[("m", &unit(keys))]).map(|set| set.units[0].service.as_ref().unwrap().memory);
+        assert_eq!(memory(""), Ok(None));
+        let limit = |max_bytes, secs| Ok(Some(MemoryLimit { max_bytes, check_every: Duration::from_secs(secs) }));
+        assert_eq!(memory("memory_max = \"1.5GiB\"\n"), limit(3 << 29, 10));
+        assert_eq!(memory("memory_max = 1048576\nmemory_check = \"2s\"\n"), limit(1 << 20, 2));
+        let cases = [
+            ("memory_max = \"lots\"\n", "u/m.toml:3:14: unit m: key `memory_max`: invalid size \"lots\": expected a number, then an optional unit; write e.g. memory_max = \"1.5GiB\""),
+            ("memory_max = \"1gb\"\n", "invalid size \"1gb\": unknown unit \"gb\" (did you mean \"GB\"?)"),
+            ("memory_max = 0\n", "u/m.toml:3:14: unit m: key `memory_max`: invalid size 0: must be more than 0 bytes"),
+            ("memory_max = \"1G\"\nmemory_check = \"0s\"\n", "u/m.toml:4:16: unit m: key `memory_check`: must be more than 0"),
+            ("memory_check = \"1s\"\n", "u/m.toml:3:16: unit m: key `memory_check`: needs memory_max"),
+            ("memory_max = \"1G\"\nmemory_check = \"often\"\n", "invalid duration \"often\" for `memory_check`"),
+            ("memory_max = 1.5\n", "key `memory_max`: expected a size string such as \"512MiB\" or \"1.5GiB\", or a whole number of bytes, found the float 1.5; write memory_max = \"1.5GiB\""),
+        ];
+        for (keys, want) in cases {
+            let errs = memory(keys).unwrap_err();
+            assert_eq!(errs.len(), 1, "{keys}: {errs:?}");
+            assert!(errs[0].contains(want), "{keys}:\n got {}\nwant {want}", errs[0]);
+        }
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! (protocol), the daemon side that answers from the published snapshot and
 //! forwards actions through the manager's handle (server), and the client
 //! side of `flowinit status|start|stop|restart|reload|logs` (client,
-//! render).
+//! render); the CPU% of `status` (cpu).
 
 pub mod client;
+pub mod cpu;
 pub mod protocol;
 pub mod render;
 pub mod server;

@@ -118,6 +118,25 @@ pub struct UnitReport {
     pub probe_ok_at: Option<String>,
     pub status_text: Option<String>,
     pub main_pid: Option<i32>,
+    /// What the unit's processes use, sampled when `status` is answered;
+    /// null without a process (docs/operations.md).
+    #[serde(default)]
+    pub rss_bytes: Option<u64>,
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
+    /// CPU time over wall time since the daemon's previous sample of this
+    /// run (at least 1 s before), or since the process started; 100 = one
+    /// core.
+    #[serde(default)]
+    pub cpu_percent: Option<f64>,
+    #[serde(default)]
+    pub processes: Option<u32>,
+    /// `memory_max` in bytes; null without one.
+    #[serde(default)]
+    pub memory_max: Option<u64>,
+    /// Restarts because the unit stayed above memory_max (also in `restarts`).
+    #[serde(default)]
+    pub memory_restarts: u32,
     /// For a router unit: where it listens, its routes and counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<RouterReport>,

@@ -2,6 +2,7 @@
 //! prints: the aligned table, and the details of named units.
 
 use super::protocol::{LogLineReport, StatusReport, UnitReport};
+use crate::config::size::{format_bytes, short};
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
@@ -47,9 +48,19 @@ fn age(since: &str, now: SystemTime) -> Option<Duration> {
     now.duration_since(t).ok()
 }
 
+/// The CPU column: `1.2%`; `-` without a sample.
+pub fn cpu_cell(u: &UnitReport) -> String {
+    u.cpu_percent.map_or("-".into(), |p| format!("{p:.1}%"))
+}
+
+/// The MEM column: the RSS in powers of 1024, `312M`; `-` without a sample.
+pub fn mem_cell(u: &UnitReport) -> String {
+    u.rss_bytes.map_or("-".into(), |b| short(b, false))
+}
+
 pub fn table(report: &StatusReport, now: SystemTime, color: bool) -> String {
-    let header = ["UNIT", "STATE", "PID", "UPTIME", "RESTARTS", "READY", "REASON"];
-    let rows: Vec<[String; 7]> = report
+    let header = ["UNIT", "STATE", "PID", "UPTIME", "CPU", "MEM", "RESTARTS", "READY", "REASON"];
+    let rows: Vec<[String; 9]> = report
         .units
         .iter()
         .map(|u| {
@@ -75,6 +86,8 @@ pub fn table(report: &StatusReport, now: SystemTime, color: bool) -> String {
                 u.state.clone(),
                 u.pid.map_or("-".into(), |p| p.to_string()),
                 uptime,
+                cpu_cell(u),
+                mem_cell(u),
                 u.restarts.to_string(),
                 ready.into(),
                 reason,
@@ -149,7 +162,14 @@ pub fn details(u: &UnitReport, now: SystemTime, color: bool) -> String {
     if !u.profiles.is_empty() {
         let _ = writeln!(o, "  profiles:   {}", list(&u.profiles));
     }
+    if let (Some(pct), Some(cpu), Some(rss), Some(n)) = (u.cpu_percent, u.cpu_seconds, u.rss_bytes, u.processes) {
+        let procs = if n == 1 { "process" } else { "processes" };
+        let _ = writeln!(o, "  usage:      CPU {pct:.1}% ({cpu:.2}s), memory {}, {n} {procs}", short(rss, false));
+    }
     let _ = writeln!(o, "  restarts:   {}", u.restarts);
+    if let Some(max) = u.memory_max {
+        let _ = writeln!(o, "  memory_max: {} ({} restarts for it)", format_bytes(max), u.memory_restarts);
+    }
     if let Some(e) = &u.last_exit {
         let _ = writeln!(o, "  last exit:  {e}");
     }
@@ -242,5 +262,29 @@ mod tests {
         assert_eq!(health_code(&bad), 3);
         let held = StatusReport { units: vec![unit("stopped", false, false)], shutting_down: false };
         assert_eq!(health_code(&held), 0);
+    }
+
+    #[test]
+    fn cpu_and_mem_columns() {
+        let running = UnitReport {
+            name: "web".into(),
+            state: "running".into(),
+            pid: Some(42),
+            cpu_percent: Some(1.24),
+            ready: true,
+            cpu_seconds: Some(3.5),
+            rss_bytes: Some(312 << 20),
+            processes: Some(3),
+            ..UnitReport::default()
+        };
+        let stopped = UnitReport { name: "db".into(), state: "stopped".into(), ..UnitReport::default() };
+        let report = StatusReport { units: vec![stopped, running.clone()], shutting_down: false };
+        let t = table(&report, SystemTime::now(), false);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "UNIT  STATE    PID  UPTIME  CPU   MEM   RESTARTS  READY  REASON");
+        assert_eq!(lines[1], "db    stopped  -    -       -     -     0         no");
+        assert_eq!(lines[2], "web   running  42   -       1.2%  312M  0         yes");
+        let d = details(&running, SystemTime::now(), false);
+        assert!(d.contains("  usage:      CPU 1.2% (3.50s), memory 312M, 3 processes\n"), "{d}");
     }
 }

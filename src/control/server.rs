@@ -1,16 +1,19 @@
 //! The daemon side of the control socket. Bound before any unit starts
 //! (mode 0600; a stale socket from a crashed run is replaced, a live one
 //! refused). Each connection sends one request line, bounded in size and
-//! time; status and logs are answered from the published snapshot, actions
-//! go through the manager's handle and are answered once done. A bad
+//! time; status and logs are answered from the published snapshot (and
+//! what the units' processes use, sampled from /proc through `api` at that
+//! moment: nothing is sampled while nobody asks), actions go through the
+//! manager's handle and are answered once done. A bad
 //! request gets an error line and never disturbs the daemon. Env values are
 //! part of one answer only, `exec_spec`, to a peer that passed the uid
 //! check, and are never logged.
 
+use super::cpu::{CpuMeter, RunKey};
 use super::protocol::{
     Envelope, ExecSpec, LogLineReport, Request, Response, RouterReport, StatusReport, UnitReport, MAX_REQUEST, VERSION,
 };
-use crate::api::{self, Handle, RouterStats, Snapshot, UnitView};
+use crate::api::{self, Handle, RouterStats, Snapshot, UnitView, Usage};
 use crate::config::unit::{Service, ServiceKind};
 use crate::config::{self, Unit};
 use crate::logs::ring::LogLine;
@@ -19,7 +22,8 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::UCred;
 use tokio::net::{UnixListener, UnixStream};
@@ -95,6 +99,7 @@ pub fn serve(bound: Bound, handle: Handle, snapshot: watch::Receiver<Snapshot>) 
         }
     };
     let me = nix::unistd::geteuid().as_raw();
+    let meter = Arc::new(Mutex::new(CpuMeter::default()));
     tokio::spawn(async move {
         loop {
             let (stream, _) = match listener.accept().await {
@@ -105,9 +110,9 @@ pub fn serve(bound: Bound, handle: Handle, snapshot: watch::Receiver<Snapshot>) 
                     continue;
                 }
             };
-            let (handle, snapshot) = (handle.clone(), snapshot.clone());
+            let (handle, snapshot, meter) = (handle.clone(), snapshot.clone(), meter.clone());
             tokio::spawn(async move {
-                if let Err(e) = connection(stream, me, handle, snapshot).await {
+                if let Err(e) = connection(stream, me, handle, snapshot, &meter).await {
                     tracing::debug!("control connection: {e}");
                 }
             });
@@ -131,6 +136,7 @@ async fn connection(
     me: u32,
     handle: Handle,
     snapshot: watch::Receiver<Snapshot>,
+    meter: &Mutex<CpuMeter>,
 ) -> io::Result<()> {
     let cred = stream.peer_cred()?;
     let peer = cred.uid();
@@ -175,7 +181,21 @@ async fn connection(
             let r = match select(&snap, &units) {
                 Ok(views) => {
                     let n = if units.is_empty() { 0 } else { STATUS_LOG_LINES };
-                    let units = views.iter().map(|v| report(v, snap.router_stats(&v.unit.name), n)).collect();
+                    let usage = measure(&snap, &views, meter);
+                    let units = views
+                        .iter()
+                        .zip(usage)
+                        .map(|(v, u)| {
+                            let mut r = report(v, snap.router_stats(&v.unit.name), n);
+                            if let Some((u, pct)) = u {
+                                r.rss_bytes = Some(u.rss_bytes);
+                                r.cpu_seconds = Some(u.cpu_seconds);
+                                r.cpu_percent = Some(pct);
+                                r.processes = Some(u.processes);
+                            }
+                            r
+                        })
+                        .collect();
                     Response {
                         v: VERSION,
                         ok: true,
@@ -282,6 +302,28 @@ async fn act(stream: &mut UnixStream, handle: &Handle, req: api::Request) -> io:
     write(stream, &r).await
 }
 
+/// What each of `views` uses now and its CPU%; runs gone from the
+/// snapshot are forgotten by the meter.
+fn measure(snap: &Snapshot, views: &[&UnitView], meter: &Mutex<CpuMeter>) -> Vec<Option<(Usage, f64)>> {
+    let sampled = api::sample_usage(views);
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let key = |v: &UnitView| -> Option<RunKey> { Some((v.unit.name.clone(), v.status.pid?.raw())) };
+    let live = snap.units.iter().filter_map(key).collect();
+    let mut meter = meter.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    meter.keep_only(&live);
+    views
+        .iter()
+        .zip(sampled)
+        .map(|(v, u)| {
+            let (u, run) = (u?, key(v)?);
+            let running_for = v.status.started_at.and_then(|t| wall.duration_since(t).ok()).unwrap_or_default();
+            let pct = meter.percent(run, u.cpu_seconds, now, running_for);
+            // Two decimals: more would be noise of a 10 ms clock tick.
+            Some((u, (pct * 100.0).round() / 100.0))
+        })
+        .collect()
+}
+
 fn select<'a>(snap: &'a Snapshot, names: &[String]) -> Result<Vec<&'a UnitView>, String> {
     if names.is_empty() {
         return Ok(snap.units.iter().collect());
@@ -363,6 +405,12 @@ pub fn report(v: &UnitView, stats: Option<&RouterStats>, log_lines: usize) -> Un
         probe_ok_at: s.probe_ok_at.map(rfc),
         status_text: s.status_text.clone(),
         main_pid: s.main_pid.map(|p| p.raw()),
+        rss_bytes: None,
+        cpu_seconds: None,
+        cpu_percent: None,
+        processes: None,
+        memory_max: svc.and_then(|s| s.memory).map(|m| m.max_bytes),
+        memory_restarts: s.memory_restarts,
         log: v
             .ring
             .as_ref()

@@ -1,6 +1,7 @@
 //! Everything that touches child processes at the OS level: spawning into a
-//! new session, the single reaper that owns `waitpid`, typed signals, and
-//! the descendant scan used at final shutdown. The only module with `unsafe`.
+//! new session, the single reaper that owns `waitpid`, typed signals, the
+//! descendant scan used at final shutdown, and what a unit's processes use
+//! (`usage`, read from /proc only when asked). The only module with `unsafe`.
 
 pub mod cwd;
 pub mod exec;
@@ -9,6 +10,7 @@ pub mod signal;
 pub mod spawn;
 pub mod sweep;
 pub mod tree;
+pub mod usage;
 
 pub use reaper::Reaper;
 pub use signal::{Pgid, Pid, Signal, Termination};

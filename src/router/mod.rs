@@ -14,7 +14,7 @@ pub mod framing;
 pub mod routes;
 mod upstream;
 
-use crate::api::{Readiness, RouterStats};
+use crate::api::{Readiness, RouterStats, State, TrafficGuard};
 use crate::config::unit::{Route, RouterSpec};
 use bytes::Bytes;
 use clocks::{Clocks, Expiry};
@@ -163,9 +163,11 @@ impl Router {
         self.stopping.has_changed().unwrap_or(true)
     }
 
-    /// (ready, state name) of a unit, as the supervisor last published.
-    fn unit_state(&self, name: &str) -> Option<(bool, &'static str)> {
-        self.readiness.borrow().state(name).map(|s| (s.is_up(), s.as_str()))
+    /// A unit's state as the supervisor last published it and, when it is
+    /// up, the request counted in its traffic until the guard is dropped
+    /// (its stop waits for that: `api::Traffic`).
+    fn enter_unit(&self, name: &str) -> Option<(State, Option<TrafficGuard>)> {
+        self.readiness.borrow().enter(name)
     }
 
     fn log(&self, line: String) {
@@ -519,10 +521,12 @@ struct Client {
     clocks: Clocks,
 }
 
-/// A response body that tells the connection's clocks when it ends.
+/// A response body that tells the connection's clocks when it ends, and
+/// ends the request's count in its unit's traffic.
 struct Answer {
     body: Body,
     client: Arc<Client>,
+    _unit: Option<TrafficGuard>,
 }
 
 impl Drop for Answer {
@@ -560,7 +564,8 @@ async fn handle(c: Arc<Client>, req: Request<Incoming>) -> Result<Response<Answe
         let _guard = InFlight(&r.stats.in_flight);
         let logged = (r.spec.access_log && !r.spec.access_log_skip.iter().any(|p| p == req.uri().path()))
             .then(|| (Instant::now(), logged_method(req.method()), req.uri().path().to_string()));
-        let (mut res, upstream) = route(&c, r, req).await;
+        let mut unit = None;
+        let (mut res, upstream) = route(&c, r, req, &mut unit).await;
         if r.is_stopping() && res.status() != StatusCode::SWITCHING_PROTOCOLS {
             res.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -569,10 +574,11 @@ async fn handle(c: Arc<Client>, req: Request<Incoming>) -> Result<Response<Answe
             let (peer, status) = (c.peer, res.status().as_u16());
             r.log(format!("{peer} {method} {path} {status} {ms:.1}ms -> {}", upstream.unwrap_or("-")));
         }
-        res
+        (res, unit)
     };
+    let (res, unit) = res;
     // The body tells the connection's clocks when it ends.
-    Ok(res.map(|body| Answer { body, client: c }))
+    Ok(res.map(|body| Answer { body, client: c, _unit: unit }))
 }
 
 /// A method as the access log shows it: cut at `MAX_METHOD_LEN` (a longer
@@ -593,7 +599,14 @@ fn refused(status: StatusCode, why: &str) -> Response<Body> {
     res
 }
 
-async fn route<'a>(c: &Client, r: &'a Router, mut req: Request<Incoming>) -> (Response<Body>, Option<&'a str>) {
+/// `unit`: set to the request's count in its unit's traffic when it goes
+/// to a unit that is up.
+async fn route<'a>(
+    c: &Client,
+    r: &'a Router,
+    mut req: Request<Incoming>,
+    unit: &mut Option<TrafficGuard>,
+) -> (Response<Body>, Option<&'a str>) {
     if req.method().as_str().len() > routes::MAX_METHOD_LEN {
         return (refused(StatusCode::NOT_IMPLEMENTED, "unknown method"), None);
     }
@@ -606,8 +619,10 @@ async fn route<'a>(c: &Client, r: &'a Router, mut req: Request<Incoming>) -> (Re
     let Some(route) = routes::pick(&r.spec.routes, req.uri().path()) else {
         return (json(StatusCode::NOT_FOUND, serde_json::json!({"error": "no route for this path"})), None);
     };
-    if let Some(unit) = &route.unit {
-        if let Some((false, state)) = r.unit_state(unit) {
+    if let Some(name) = &route.unit {
+        let entered = r.enter_unit(name);
+        if let Some((state, _)) = entered.as_ref().filter(|(s, _)| !s.is_up()) {
+            let (unit, state) = (name, state.as_str());
             r.stats.not_ready.fetch_add(1, Ordering::Relaxed);
             let mut res = json(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -616,6 +631,7 @@ async fn route<'a>(c: &Client, r: &'a Router, mut req: Request<Incoming>) -> (Re
             res.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
             return (res, Some(&route.upstream));
         }
+        *unit = entered.and_then(|(_, guard)| guard);
     }
     // The upstream gets the origin form (path and query); most requests
     // already have it and keep their URI as it is.

@@ -14,7 +14,7 @@ pub mod waiters;
 
 use super::router_task::{RouterChange, RouterTask};
 use super::unit_task::{UnitCmd, UnitEvent, UnitTask};
-use crate::api::{ControlMsg, Handle, Readiness, Reply, Request, RouterStats, Snapshot, UnitView};
+use crate::api::{ControlMsg, Handle, Readiness, Reply, Request, RouterStats, Snapshot, Traffic, UnitView};
 use crate::config::unit::{ProbeKind, RouterSpec};
 use crate::config::{ConfigError, LoadContext, Unit, UnitSet};
 use crate::logs::forward::UnitLog;
@@ -66,6 +66,9 @@ pub struct Manager {
     /// Kept across a slot's tasks so that `logs` spans restarts and reloads.
     rings: HashMap<SlotId, Arc<RingLog>>,
     router_stats: HashMap<SlotId, Arc<RouterStats>>,
+    /// Each unit's requests in flight through the routers, by unit name (a
+    /// route names its unit by name): kept across its tasks.
+    traffic: HashMap<String, Arc<Traffic>>,
     /// Router listen sockets by address; a router gets a duplicate.
     listeners: HashMap<SocketAddr, TcpListener>,
     events_tx: mpsc::Sender<UnitEvent>,
@@ -100,6 +103,7 @@ impl Manager {
             next_task: 0,
             rings: HashMap::new(),
             router_stats: HashMap::new(),
+            traffic: HashMap::new(),
             listeners: opts.listeners,
             events_tx,
             events,
@@ -283,6 +287,8 @@ impl Manager {
                     if self.plan.slots().iter().all(|s| s.id != slot) {
                         self.rings.remove(&slot);
                         self.router_stats.remove(&slot);
+                        let names: Vec<&str> = self.plan.slots().iter().map(|s| s.unit.name.as_str()).collect();
+                        self.traffic.retain(|name, _| names.contains(&name.as_str()));
                     }
                 }
                 Command::Send { slot, cmd } => {
@@ -352,7 +358,9 @@ impl Manager {
                 _ => None,
             };
             let reaper = self.reaper.clone();
-            let task = UnitTask { id, service, log, reaper, sink, events, cmds };
+            let traffic = self.traffic.entry(unit.name.clone()).or_default().clone();
+            let readiness = self.readiness.subscribe();
+            let task = UnitTask { id, service, log, reaper, sink, events, cmds, traffic, readiness };
             tokio::spawn(task.run());
         }
         self.task_slots.insert(id, slot);
@@ -373,7 +381,9 @@ impl Manager {
         let routers =
             slots.iter().filter_map(|s| Some((s.unit.name.clone(), self.router_stats.get(&s.id)?.clone()))).collect();
         self.snapshot.send_replace(Snapshot { units, shutting_down: self.plan.shutting_down(), routers });
-        let readiness = Readiness::new(slots.iter().map(|s| (s.unit.name.clone(), s.status.state)));
+        let readiness = Readiness::new(slots.iter().map(|s| (s.unit.name.clone(), s.status.state))).with_traffic(
+            slots.iter().filter_map(|s| Some((s.unit.name.clone(), self.traffic.get(&s.unit.name)?.clone()))),
+        );
         self.readiness.send_if_modified(|r| {
             let changed = *r != readiness;
             if changed {

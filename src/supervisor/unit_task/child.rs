@@ -1,9 +1,12 @@
 //! The unit actor's one seam to the OS: starting the unit's process,
 //! signalling its group, asking whether the group is still there, sweeping
-//! what a run left outside its group, and starting probes. [`RealChild`]
-//! does it through `process` and `probe`; the tests use a fake that records
-//! every call and decides when a child exits.
+//! what a run left outside its group, starting probes, measuring what the
+//! run's processes use, and whether the routers' requests to the unit are
+//! done. [`RealChild`] does it through `process`, `probe` and the
+//! published readiness; the tests use a fake that records every call and
+//! decides when a child exits.
 
+use crate::api::{Readiness, Traffic};
 use crate::config::unit::{ProbeKind, Service};
 use crate::logs::forward::{forward, UnitLog};
 use crate::logs::watch::LineWatch;
@@ -11,13 +14,15 @@ use crate::logs::{LogSink, Stream};
 use crate::probe::{self, ProbeTask};
 use crate::process::reaper::Spawned;
 use crate::process::tree::signal_tagged;
-use crate::process::{Isolation, Pgid, Reaper, Signal, SpawnError, SpawnSpec, SpawnStep, Stdio3};
+use crate::process::usage::{self, Usage};
+use crate::process::{Isolation, Pgid, Pid, Reaper, Signal, SpawnError, SpawnSpec, SpawnStep, Stdio3};
 use nix::errno::Errno;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// One run of a unit (one spawn of its main process): the value of
@@ -55,6 +60,12 @@ pub trait Child: Send + Sync + 'static {
         timeout: Duration,
         log: Option<Arc<LineWatch>>,
     ) -> ProbeTask;
+    /// What the processes of `run` (main process `pid`) use now; None when
+    /// the main process is gone.
+    fn usage(&self, pid: Pid, run: &RunTag) -> Option<Usage>;
+    /// No router request to the unit is in flight, and the routers know it
+    /// is not up (none can start).
+    fn drained(&self) -> bool;
 }
 
 /// The real thing: the reaper, process groups, /proc and the log pipeline.
@@ -63,6 +74,8 @@ pub struct RealChild {
     pub log: UnitLog,
     pub sink: LogSink,
     pub reaper: Reaper,
+    pub traffic: Arc<Traffic>,
+    pub readiness: watch::Receiver<Readiness>,
 }
 
 impl Child for RealChild {
@@ -119,6 +132,14 @@ impl Child for RealChild {
     ) -> ProbeTask {
         let exec = probe::ExecContext { reaper: self.reaper.clone(), service: self.service.clone() };
         probe::start(kind.clone(), interval, timeout, exec, log)
+    }
+
+    fn usage(&self, pid: Pid, run: &RunTag) -> Option<Usage> {
+        usage::sample(&[usage::Run { pid, tag: Some(&run.0) }]).pop().flatten()
+    }
+
+    fn drained(&self) -> bool {
+        self.traffic.drained(&self.readiness.borrow(), &self.log.name)
     }
 }
 

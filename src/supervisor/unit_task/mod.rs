@@ -1,6 +1,7 @@
-//! The per-unit actor. It owns its process (spawn, exit, stop escalation,
-//! the cleanup of what a run leaves behind), its restart timing and its
-//! probes, and reports every state change to the manager as a full
+//! The per-unit actor. It owns its process (spawn, exit, stop escalation
+//! after draining the routers' requests to it, the cleanup of what a run
+//! leaves behind), its restart timing, its probes and its memory_max
+//! check, and reports every state change to the manager as a full
 //! [`UnitStatus`]. It acts only on the manager's commands; it never looks
 //! at other units. Everything it does to processes goes through the
 //! [`Child`] seam ([`child`]), so `tests` run it against a fake child under
@@ -12,7 +13,9 @@ mod tests;
 
 use super::backoff::{restart_delay, StartLimit};
 use super::state::{after_run, AfterExit, KillReason, RunEnd, State};
-use crate::config::unit::{Service, ServiceKind};
+use crate::api::{Readiness, Traffic};
+use crate::config::size::format_bytes;
+use crate::config::unit::{MemoryLimit, Service, ServiceKind, MEMORY_CHECKS_OVER};
 use crate::logs::forward::UnitLog;
 use crate::logs::watch::LineWatch;
 use crate::logs::LogSink;
@@ -22,7 +25,7 @@ use crate::process::{Pgid, Pid, Reaper, Signal, Termination};
 use child::{wait_until, Child, RealChild, RunTag};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
 #[derive(Debug)]
@@ -55,13 +58,16 @@ pub struct UnitTask {
     pub sink: LogSink,
     pub events: mpsc::Sender<UnitEvent>,
     pub cmds: mpsc::Receiver<UnitCmd>,
+    /// The routers' requests to this unit, waited for before a stop signal.
+    pub traffic: Arc<Traffic>,
+    pub readiness: watch::Receiver<Readiness>,
 }
 
 impl UnitTask {
     pub async fn run(self) {
-        let UnitTask { id, service, log, reaper, sink, events, cmds } = self;
+        let UnitTask { id, service, log, reaper, sink, events, cmds, traffic, readiness } = self;
         let (name, ready_match) = (log.name.clone(), log.ready_match.clone());
-        let child = RealChild { service: service.clone(), log, sink, reaper };
+        let child = RealChild { service: service.clone(), log, sink, reaper, traffic, readiness };
         Actor { id, name, service, child: Arc::new(child), ready_match, events, cmds }.run().await;
     }
 }
@@ -85,6 +91,10 @@ enum Outcome {
     /// Not ready by start_timeout, or liveness failed: stop it and count a
     /// failure.
     Unhealthy(String),
+    /// Above memory_max for [`MEMORY_CHECKS_OVER`] checks in a row: stop it
+    /// gracefully and start it again at once, neither a failure nor a start
+    /// counted by the start limit.
+    MemoryExceeded(String),
 }
 
 /// How a stop went.
@@ -94,6 +104,9 @@ struct Stopped {
     /// What the user should read: why SIGKILL was needed, or that even it
     /// did not help.
     reason: Option<String>,
+    /// The manager asked for a stop meanwhile: the unit must not start
+    /// again by itself.
+    stop_requested: bool,
 }
 
 /// flowinit's own retry delay when it is short of file descriptors,
@@ -140,6 +153,9 @@ impl<C: Child> Actor<C> {
         let svc = self.service.clone();
         let mut failures: u32 = 0;
         let mut shortage_delay: Option<Duration> = None;
+        // Why the last run was restarted for memory: the next start is not
+        // counted by the start limit, and says why it happened.
+        let mut memory_restart: Option<String> = None;
         let notify = match svc.kind {
             ServiceKind::Notify => match NotifySocket::bind(self.name()) {
                 Ok(s) => Some(s),
@@ -153,7 +169,8 @@ impl<C: Child> Actor<C> {
             _ => None,
         };
         loop {
-            if !limit.try_start(Instant::now().into_std()) {
+            let restarted_for = memory_restart.take();
+            if restarted_for.is_none() && !limit.try_start(Instant::now().into_std()) {
                 let why = format!(
                     "{}start limit reached ({} starts within {})",
                     status.last_exit.map(|t| format!("{t}; ")).unwrap_or_default(),
@@ -211,10 +228,12 @@ impl<C: Child> Actor<C> {
             status.status_text = None;
             status.main_pid = None;
             status.started_at = Some(SystemTime::now());
-            self.report(status, up_state, Some(pid), None).await;
+            status.run = Some(run.0.as_str().into());
+            let reason = restarted_for.map(|why| format!("restarted after {why}"));
+            self.report(status, up_state, Some(pid), reason).await;
             let up_since = Instant::now();
             let mut exit = spawned.exit;
-            let (end, why) = match self.supervise(status, pid, &mut exit, notify.as_ref()).await {
+            let (end, why) = match self.supervise(status, pid, &run, &mut exit, notify.as_ref()).await {
                 Outcome::Exited(term) => {
                     status.last_exit = Some(term);
                     self.clean_up(pgid, Some(pgid), run);
@@ -227,11 +246,33 @@ impl<C: Child> Actor<C> {
                 Outcome::Unhealthy(why) => {
                     tracing::error!("unit {}: {why}; stopping it", self.name());
                     self.report(status, State::Stopping, Some(pid), Some(why.clone())).await;
-                    let stopped = self.terminate(pid, exit, None).await;
+                    let stopped = self.terminate(pid, exit, None, false).await;
                     status.last_exit = stopped.term;
                     status.killed = stopped.killed;
                     self.clean_up(pgid, None, run);
+                    if stopped.stop_requested {
+                        tracing::info!("unit {} stopped", self.name());
+                        self.report(status, State::Stopped, None, stopped.reason).await;
+                        return;
+                    }
                     (RunEnd::Unhealthy, why)
+                }
+                Outcome::MemoryExceeded(why) => {
+                    tracing::warn!("unit {}: {why}; restarting it", self.name());
+                    status.restarts += 1;
+                    status.memory_restarts += 1;
+                    self.report(status, State::Stopping, Some(pid), Some(why.clone())).await;
+                    let stopped = self.terminate(pid, exit, None, true).await;
+                    status.last_exit = stopped.term;
+                    status.killed = stopped.killed;
+                    self.clean_up(pgid, None, run);
+                    if stopped.stop_requested {
+                        tracing::info!("unit {} stopped", self.name());
+                        self.report(status, State::Stopped, None, stopped.reason).await;
+                        return;
+                    }
+                    memory_restart = Some(why);
+                    continue;
                 }
             };
             if !self.after(status, &mut failures, end, Some(up_since), why).await {
@@ -328,6 +369,7 @@ impl<C: Child> Actor<C> {
         &mut self,
         status: &mut UnitStatus,
         pid: Pid,
+        run: &RunTag,
         exit: &mut oneshot::Receiver<Termination>,
         notify: Option<&NotifySocket>,
     ) -> Outcome {
@@ -343,6 +385,7 @@ impl<C: Child> Actor<C> {
         let mut live_failures = 0u32;
         let mut shortage_noted = None;
         let pgrp = pid.raw();
+        let mut memory = svc.memory.map(MemoryCheck::new);
         loop {
             tokio::select! {
                 // A stop queued before the exit was seen wins: at the end
@@ -401,6 +444,14 @@ impl<C: Child> Actor<C> {
                         }
                         let (state, reason) = (status.state, status.reason.clone());
                         self.report(status, state, Some(pid), reason).await;
+                    }
+                },
+                _ = memory_due(&memory) => {
+                    if let Some(m) = memory.as_mut() {
+                        let rss = child.usage(pid, run).map(|u| u.rss_bytes);
+                        if let Some(why) = m.checked(rss, self.name()) {
+                            return Outcome::MemoryExceeded(why);
+                        }
                     }
                 },
                 msg = recv_notify(notify) => {
@@ -479,7 +530,8 @@ impl<C: Child> Actor<C> {
         let sig = self.service.stop_signal;
         tracing::info!("unit {}: stopping (sending {sig} to process group {pid})", self.name());
         self.report(status, State::Stopping, Some(pid), None).await;
-        let stopped = self.terminate(pid, exit, deadline).await;
+        // Without a deadline the manager is gone: no one publishes states.
+        let stopped = self.terminate(pid, exit, deadline, deadline.is_some()).await;
         status.killed = stopped.killed;
         if stopped.term.is_some() {
             status.last_exit = stopped.term;
@@ -489,26 +541,84 @@ impl<C: Child> Actor<C> {
         self.report(status, State::Stopped, None, stopped.reason).await;
     }
 
+    /// Waits, before the stop signal, until the routers' requests to the
+    /// unit are done (it was reported `stopping`: they answer 503 from
+    /// then on), at most stop_timeout or until `deadline`. Returns the
+    /// exit, if the process ended meanwhile, the deadline as hurried or
+    /// stopped meanwhile, whether it was hurried, and whether a stop was
+    /// requested.
+    async fn drain(
+        &mut self,
+        exit: &mut oneshot::Receiver<Termination>,
+        mut deadline: Option<Instant>,
+    ) -> (Option<Option<Termination>>, Option<Instant>, bool, bool) {
+        let child = self.child.clone();
+        let started = Instant::now();
+        let own = started + self.service.stop_timeout;
+        let mut until = deadline.map_or(own, |d| d.min(own));
+        let (mut hurried, mut stop_requested) = (false, false);
+        let mut pause = Duration::from_millis(2);
+        loop {
+            if child.drained() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= until {
+                tracing::warn!(
+                    "unit {}: requests through the router still in flight after {}; stopping it anyway",
+                    self.name(),
+                    shown(now - started)
+                );
+                break;
+            }
+            tokio::select! {
+                t = &mut *exit => return (Some(t.ok()), deadline, hurried, stop_requested),
+                _ = sleep_until(now + pause.min(until - now)) => {}
+                cmd = self.cmds.recv() => match cmd {
+                    Some(UnitCmd::Hurry { deadline: d }) | Some(UnitCmd::Stop { deadline: d }) => {
+                        let d = Instant::from_std(d);
+                        stop_requested |= !matches!(cmd, Some(UnitCmd::Hurry { .. }));
+                        hurried |= matches!(cmd, Some(UnitCmd::Hurry { .. })) && d < until;
+                        until = until.min(d);
+                        deadline = Some(deadline.map_or(d, |x| x.min(d)));
+                    }
+                    None => until = Instant::now(),
+                    Some(_) => {}
+                },
+            }
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+        (None, deadline, hurried, stop_requested)
+    }
+
     /// stop_signal to the group, SIGKILL at stop_timeout or `deadline`,
     /// whichever comes first (or earlier when hurried); also SIGKILL when
-    /// the main process exited but others of its group linger.
+    /// the main process exited but others of its group linger. With
+    /// `drain`, the routers' requests to the unit finish first.
     async fn terminate(
         &mut self,
         pid: Pid,
         mut exit: oneshot::Receiver<Termination>,
         deadline: Option<Instant>,
+        drain: bool,
     ) -> Stopped {
         let svc = self.service.clone();
         let child = self.child.clone();
         let pgid = Pgid::of_leader(pid);
-        if let Err(e) = child.signal_group(pgid, svc.stop_signal) {
-            tracing::warn!("unit {}: cannot signal process group {pgid}: {e}", self.name());
+        let (mut term, deadline, mut hurried, mut stop_requested) = match drain {
+            true => self.drain(&mut exit, deadline).await,
+            false => (None, deadline, false, false),
+        };
+        // After the main process exited, the group may be gone and its
+        // number free for reuse: signal it only while it exists.
+        if term.is_none() || child.group_alive(pgid) {
+            if let Err(e) = child.signal_group(pgid, svc.stop_signal) {
+                tracing::warn!("unit {}: cannot signal process group {pgid}: {e}", self.name());
+            }
         }
         let signalled = Instant::now();
         let own_limit = signalled + svc.stop_timeout;
         let mut kill_at = deadline.map_or(own_limit, |d| d.min(own_limit));
-        let mut hurried = false;
-        let mut term = None;
         let mut timed_out = false;
         while term.is_none() {
             tokio::select! {
@@ -519,7 +629,10 @@ impl<C: Child> Actor<C> {
                         kill_at = Instant::from_std(deadline);
                         hurried = true;
                     }
-                    Some(UnitCmd::Stop { deadline }) => kill_at = kill_at.min(Instant::from_std(deadline)),
+                    Some(UnitCmd::Stop { deadline }) => {
+                        stop_requested = true;
+                        kill_at = kill_at.min(Instant::from_std(deadline));
+                    }
                     _ => {}
                 },
             }
@@ -527,7 +640,7 @@ impl<C: Child> Actor<C> {
         if !timed_out && !wait_until(kill_at, || !child.group_alive(pgid)).await {
             timed_out = true;
         }
-        let mut stopped = Stopped { term: term.flatten(), killed: None, reason: None };
+        let mut stopped = Stopped { term: term.flatten(), killed: None, reason: None, stop_requested };
         if timed_out {
             let killed = if hurried {
                 KillReason::Hurried
@@ -568,6 +681,52 @@ impl<C: Child> Actor<C> {
 async fn next_result(task: &mut Option<ProbeTask>) -> Option<ProbeResult> {
     match task {
         Some(t) => t.results.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A unit's memory_max check while its process runs: one timer, due every
+/// `check_every`, and the number of checks in a row found above the limit.
+struct MemoryCheck {
+    limit: MemoryLimit,
+    next: Instant,
+    over: u32,
+}
+
+impl MemoryCheck {
+    fn new(limit: MemoryLimit) -> MemoryCheck {
+        MemoryCheck { limit, next: Instant::now() + limit.check_every, over: 0 }
+    }
+
+    /// Takes a check's RSS (None: not measured); schedules the next check.
+    /// Returns why the unit must restart, at the third check in a row above
+    /// the limit.
+    fn checked(&mut self, rss: Option<u64>, unit: &str) -> Option<String> {
+        self.next = Instant::now() + self.limit.check_every;
+        let max = self.limit.max_bytes;
+        match rss {
+            Some(rss) if rss > max => {
+                self.over += 1;
+                tracing::debug!(
+                    "unit {unit}: rss {} above memory_max {} ({}/{MEMORY_CHECKS_OVER})",
+                    format_bytes(rss),
+                    format_bytes(max),
+                    self.over
+                );
+                (self.over >= MEMORY_CHECKS_OVER)
+                    .then(|| format!("memory_max exceeded (rss {} > {})", format_bytes(rss), format_bytes(max)))
+            }
+            _ => {
+                self.over = 0;
+                None
+            }
+        }
+    }
+}
+
+async fn memory_due(check: &Option<MemoryCheck>) {
+    match check {
+        Some(c) => sleep_until(c.next).await,
         None => std::future::pending().await,
     }
 }

@@ -61,6 +61,10 @@ struct World {
     default: Plan,
     next_pid: i32,
     probes: Vec<mpsc::Sender<ProbeResult>>,
+    /// What every live main process's run uses (memory_max checks).
+    rss: u64,
+    /// Router requests to the unit are in flight (a stop drains them).
+    in_flight: bool,
 }
 
 #[derive(Clone)]
@@ -76,6 +80,8 @@ impl FakeChild {
             default,
             next_pid: 100,
             probes: Vec::new(),
+            rss: 0,
+            in_flight: false,
         })))
     }
 
@@ -184,6 +190,19 @@ impl Child for FakeChild {
         self.world().probes.push(tx);
         ProbeTask::from_channel(rx)
     }
+
+    fn usage(&self, pid: Pid, _run: &RunTag) -> Option<crate::process::usage::Usage> {
+        let w = self.world();
+        w.procs.iter().any(|p| p.pid == pid.raw() && p.exit.is_some()).then(|| crate::process::usage::Usage {
+            rss_bytes: w.rss,
+            cpu_seconds: 0.0,
+            processes: 1,
+        })
+    }
+
+    fn drained(&self) -> bool {
+        !self.world().in_flight
+    }
 }
 
 fn service() -> Service {
@@ -204,6 +223,7 @@ fn service() -> Service {
         readiness: None,
         liveness: None,
         notify_timeout: Duration::from_secs(10),
+        memory: None,
     }
 }
 
@@ -549,4 +569,93 @@ async fn liveness_failures_restart_but_flowinits_own_shortages_do_not_count() {
 
 fn resource() -> ProbeError {
     ProbeError::Resource { shortage: Shortage::FileDescriptors, doing: "connecting to 127.0.0.1:1".into() }
+}
+
+fn memory_limited(max_mib: u64) -> Service {
+    let mut svc = service();
+    svc.start_limit_burst = 1;
+    svc.memory = Some(crate::config::unit::MemoryLimit { max_bytes: max_mib << 20, check_every: ms(200) });
+    svc
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_checks_above_memory_max_restart_it_outside_the_start_limit() {
+    let mut h = start(memory_limited(50), FakeChild::new(RUNS, []));
+    h.fake.world().rss = 70 << 20;
+    h.send(UnitCmd::Start).await;
+    for n in 1..=2u32 {
+        let (at, st) = h.until(State::Stopping).await;
+        assert_eq!(at, ms(600) * n, "the third check of run {n}");
+        assert_eq!(st.reason.as_deref(), Some("memory_max exceeded (rss 70MiB > 50MiB)"));
+        let (at, st) = h.until(State::Running).await;
+        assert_eq!(at, ms(600) * n, "started again at once: no backoff");
+        assert_eq!((st.restarts, st.memory_restarts), (n, n));
+        assert_eq!(st.reason.as_deref(), Some("restarted after memory_max exceeded (rss 70MiB > 50MiB)"));
+    }
+    let calls = h.fake.calls();
+    assert_eq!(
+        calls[..3],
+        [(ms(0), Call::Spawn(101)), (ms(600), Call::Signal(101, Signal::TERM)), (ms(600), Call::Spawn(102))]
+    );
+    assert_eq!(spawn_times(&calls).len(), 3, "start_limit_burst = 1, and three starts: none was counted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_check_below_memory_max_starts_the_count_again() {
+    let mut h = start(memory_limited(50), FakeChild::new(RUNS, []));
+    h.fake.world().rss = 70 << 20;
+    h.send(UnitCmd::Start).await;
+    h.idle_for(ms(500)).await;
+    h.fake.world().rss = 10 << 20;
+    h.idle_for(ms(200)).await;
+    h.fake.world().rss = 70 << 20;
+    let (at, _) = h.until(State::Stopping).await;
+    assert_eq!(at, ms(1200), "over at 200 and 400, under at 600, over at 800, 1000, 1200");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_memory_restart_keeps_it_stopped() {
+    let mut svc = memory_limited(50);
+    svc.stop_timeout = s(5);
+    let slow = Plan { obeys: false, ..RUNS };
+    let mut h = start(svc, FakeChild::new(slow, []));
+    h.fake.world().rss = 70 << 20;
+    h.send(UnitCmd::Start).await;
+    h.until(State::Stopping).await;
+    h.send(UnitCmd::Stop { deadline: h.deadline_in(s(3600)) }).await;
+    let (at, _) = h.until(State::Stopped).await;
+    assert_eq!(at, ms(600) + s(5), "SIGKILL at stop_timeout, then stopped");
+    h.idle_for(s(60)).await;
+    assert_eq!(spawn_times(&h.fake.calls()).len(), 1, "no start after the operator's stop");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_waits_for_router_requests_in_flight_before_its_signal() {
+    let mut h = start(service(), FakeChild::new(RUNS, []));
+    h.send(UnitCmd::Start).await;
+    h.until(State::Running).await;
+    h.fake.world().in_flight = true;
+    h.send(UnitCmd::Stop { deadline: h.deadline_in(s(3600)) }).await;
+    h.idle_for(ms(500)).await;
+    assert!(!h.fake.calls().iter().any(|(_, c)| matches!(c, Call::Signal(..))), "signalled with requests in flight");
+    h.fake.world().in_flight = false;
+    let (at, _) = h.until(State::Stopped).await;
+    assert!(at > ms(500) && at <= ms(600), "signalled once drained (polled): {at:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_drain_before_a_stop_takes_at_most_stop_timeout_and_the_deadline() {
+    let mut h = start(service(), FakeChild::new(RUNS, []));
+    h.send(UnitCmd::Start).await;
+    h.until(State::Running).await;
+    h.fake.world().in_flight = true;
+    h.send(UnitCmd::Stop { deadline: h.deadline_in(s(3600)) }).await;
+    let (at, _) = h.until(State::Stopped).await;
+    assert_eq!(at, s(10), "drained for stop_timeout, then it obeyed its signal at once");
+    h.send(UnitCmd::Start).await;
+    h.until(State::Running).await;
+    let t = Instant::now() - h.t0;
+    h.send(UnitCmd::Stop { deadline: h.deadline_in(s(2)) }).await;
+    let (at, _) = h.until(State::Stopped).await;
+    assert_eq!(at - t, s(2), "the shutdown budget's deadline cuts the drain");
 }
