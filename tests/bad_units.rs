@@ -416,7 +416,7 @@ fn cases() -> Vec<Case> {
             .err(
                 "web.toml",
                 At::Value("memory_max"),
-                "key `memory_max`: invalid size \"1.5gb\": unknown unit \"gb\" (did you mean \"GB\"?); write e.g. memory_max = \"1.5GiB\" (K, M, G: powers of 1000; Ki, Mi, Gi or KiB, MiB, GiB: powers of 1024; a bare number: bytes)",
+                "key `memory_max`: invalid size \"1.5gb\": \"gb\" is ambiguous (1000 or 1024?): write \"GiB\" or \"G\", both powers of 1024; write e.g. memory_max = \"1.5GiB\" (K, M, G or Ki, Mi, Gi or KiB, MiB, GiB: all powers of 1024; a bare number: bytes)",
             ),
         Case::new("memory_max_not_a_size")
             .unit("web.toml", "[service]\ncommand = [\"true\"]\nmemory_max = \"lots\"\n")

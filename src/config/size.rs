@@ -1,32 +1,38 @@
 //! Sizes in bytes as unit files write them (`memory_max = "1.5GiB"`), and
 //! back for people (`1.6GiB`). Pure.
 //!
-//! `K`, `M`, `G`, `T` (also `KB`…) are powers of 1000, as in Kubernetes
-//! resource quantities; `Ki`, `Mi`, `Gi`, `Ti` (also `KiB`…) are powers
-//! of 1024. A bare number (or one with `B`) is bytes. A fraction is
-//! allowed (`1.5GiB`) and rounded down to a whole byte.
+//! Every unit is a power of 1024, as systemd (`MemoryMax=1G`), docker
+//! (`--memory 512m`) and nginx (`1m`) read them: `K`, `M`, `G`, `T` (or
+//! `k`, `m`, `g`, `t`) and `Ki`…`Ti`, `KiB`…`TiB`. `KB`, `MB`, `GB`, `TB`
+//! are refused: some read them as powers of 1000 (Kubernetes' `1G`), and a
+//! memory limit must not depend on which. A bare number (or one with `B`)
+//! is bytes. A fraction is allowed (`1.5GiB`) and rounded down to a whole
+//! byte.
 
 /// Every accepted unit and its multiplier.
 const UNITS: &[(&str, u64)] = &[
     ("", 1),
     ("B", 1),
-    ("K", 1_000),
-    ("KB", 1_000),
-    ("M", 1_000_000),
-    ("MB", 1_000_000),
-    ("G", 1_000_000_000),
-    ("GB", 1_000_000_000),
-    ("T", 1_000_000_000_000),
-    ("TB", 1_000_000_000_000),
+    ("K", 1 << 10),
+    ("k", 1 << 10),
     ("Ki", 1 << 10),
     ("KiB", 1 << 10),
+    ("M", 1 << 20),
+    ("m", 1 << 20),
     ("Mi", 1 << 20),
     ("MiB", 1 << 20),
+    ("G", 1 << 30),
+    ("g", 1 << 30),
     ("Gi", 1 << 30),
     ("GiB", 1 << 30),
+    ("T", 1 << 40),
+    ("t", 1 << 40),
     ("Ti", 1 << 40),
     ("TiB", 1 << 40),
 ];
+
+/// Units refused as ambiguous, with what to write instead.
+const AMBIGUOUS: &[(&str, &str)] = &[("KB", "KiB"), ("MB", "MiB"), ("GB", "GiB"), ("TB", "TiB")];
 
 /// Why a size did not parse; reads after "invalid size "…": ".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +41,9 @@ pub enum SizeError {
     NoNumber,
     #[error("unknown unit {unit:?}{hint}", unit = .0, hint = did_you_mean(.1))]
     UnknownUnit(String, Option<&'static str>),
+    /// `GB` and the like: powers of 1000 to some, of 1024 to others.
+    #[error("{unit:?} is ambiguous (1000 or 1024?): write {fix:?} or {short:?}, both powers of 1024", unit = .0, fix = .1, short = &.1[..1])]
+    Ambiguous(String, &'static str),
     #[error("must be more than 0 bytes")]
     Zero,
     #[error("too large (at most {} bytes)", u64::MAX)]
@@ -53,6 +62,9 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
     if whole.is_empty() || frac.contains('.') || (number.contains('.') && frac.is_empty()) {
         return Err(SizeError::NoNumber);
+    }
+    if let Some((_, fix)) = AMBIGUOUS.iter().find(|(u, _)| u.eq_ignore_ascii_case(unit)) {
+        return Err(SizeError::Ambiguous(unit.to_string(), fix));
     }
     let Some(&(_, mult)) = UNITS.iter().find(|(u, _)| *u == unit) else {
         let near = UNITS.iter().find(|(u, _)| !u.is_empty() && u.eq_ignore_ascii_case(unit)).map(|(u, _)| *u);
@@ -109,11 +121,13 @@ mod tests {
             ("1", 1),
             ("512", 512),
             ("512B", 512),
-            ("1K", 1000),
-            ("1KB", 1000),
-            ("2M", 2_000_000),
-            ("1G", 1_000_000_000),
-            ("1T", 1_000_000_000_000),
+            ("1K", 1024),
+            ("1k", 1024),
+            ("2M", 2 << 20),
+            ("512m", 512 << 20),
+            ("1G", 1 << 30),
+            ("1g", 1 << 30),
+            ("1T", 1 << 40),
             ("1Ki", 1024),
             ("1KiB", 1024),
             ("300Mi", 300 << 20),
@@ -122,8 +136,8 @@ mod tests {
             ("1.5GiB", 3 << 29),
             ("1.5 GiB", 3 << 29),
             ("  64MiB ", 64 << 20),
-            ("0.5K", 500),
-            ("1.0000000000001G", 1_000_000_000),
+            ("0.5K", 512),
+            ("1.0000000000001G", 1 << 30),
             ("1TiB", 1 << 40),
         ];
         for (text, want) in table {
@@ -141,7 +155,10 @@ mod tests {
             ("1.2.3M", SizeError::NoNumber),
             ("-1G", SizeError::NoNumber),
             ("1gib", SizeError::UnknownUnit("gib".into(), Some("GiB"))),
-            ("1k", SizeError::UnknownUnit("k".into(), Some("K"))),
+            ("1GB", SizeError::Ambiguous("GB".into(), "GiB")),
+            ("1.5gb", SizeError::Ambiguous("gb".into(), "GiB")),
+            ("1kb", SizeError::Ambiguous("kb".into(), "KiB")),
+            ("1mib", SizeError::UnknownUnit("mib".into(), Some("MiB"))),
             ("1 gigs", SizeError::UnknownUnit("gigs".into(), None)),
             ("1e9", SizeError::UnknownUnit("e9".into(), None)),
             ("0", SizeError::Zero),
@@ -152,6 +169,10 @@ mod tests {
         for (text, want) in table {
             assert_eq!(parse_size(text), Err(want), "{text:?}");
         }
+        assert_eq!(
+            SizeError::Ambiguous("GB".into(), "GiB").to_string(),
+            "\"GB\" is ambiguous (1000 or 1024?): write \"GiB\" or \"G\", both powers of 1024"
+        );
         assert_eq!(
             SizeError::UnknownUnit("gib".into(), Some("GiB")).to_string(),
             "unknown unit \"gib\" (did you mean \"GiB\"?)"

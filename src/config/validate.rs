@@ -804,7 +804,7 @@ fn memory_limit(
             errors.push(file.error(
                 Some(raw.span()),
                 format!(
-                    "key `memory_max`: {why}; write e.g. memory_max = \"1.5GiB\" (K, M, G: powers of 1000; Ki, Mi, Gi or KiB, MiB, GiB: powers of 1024; a bare number: bytes)"
+                    "key `memory_max`: {why}; write e.g. memory_max = \"1.5GiB\" (K, M, G or Ki, Mi, Gi or KiB, MiB, GiB: all powers of 1024; a bare number: bytes)"
                 ),
             ));
             None
