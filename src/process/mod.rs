@@ -1,7 +1,9 @@
 //! Everything that touches child processes at the OS level: spawning into a
 //! new session, the single reaper that owns `waitpid`, typed signals, and
-//! the descendant scan used at final shutdown. The only module with `unsafe`.
+//! the descendant scan used at final shutdown, the OOM killer's counter of
+//! flowinit's cgroup. The only module with `unsafe`.
 
+pub mod cgroup;
 pub mod reaper;
 pub mod signal;
 pub mod spawn;
