@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 
 /// What the control socket may ask for. Each is answered once done.
@@ -217,6 +217,33 @@ pub struct UnitStatus {
     pub main_pid: Option<Pid>,
     /// When the current process was started (for uptime).
     pub started_at: Option<SystemTime>,
+    /// Set by the unit's task when it fails for good by itself (start
+    /// limit, `restart = "no"`): how its last runs went, for the block
+    /// flowinit prints then. `None` otherwise, and for a failure the
+    /// supervisor imposed (a required unit failed).
+    pub failure: Option<Arc<Failure>>,
+}
+
+/// A unit's runs within its start-limit window when it failed for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Oldest first; the last one is the run that ended it.
+    pub runs: Vec<RunSummary>,
+    /// From the first of these starts to the failure.
+    pub span: Duration,
+    pub start_limit_burst: u32,
+    pub start_limit_interval: Duration,
+    /// `restart = "no"`: failed at its first failure.
+    pub no_restart: bool,
+}
+
+/// One start of a unit's process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    /// How long the process ran; `None` when it could not be started.
+    pub ran: Option<Duration>,
+    /// How it ended: `exited 3`, `killed by SIGKILL`, `not ready within …`.
+    pub end: String,
 }
 
 impl UnitStatus {
@@ -234,6 +261,7 @@ impl UnitStatus {
             status_text: None,
             main_pid: None,
             started_at: None,
+            failure: None,
         }
     }
 
