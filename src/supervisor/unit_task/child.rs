@@ -1,6 +1,7 @@
-//! The unit actor's one seam to the OS: starting the unit's process,
-//! signalling its group, asking whether the group is still there, sweeping
-//! what a run left outside its group, and starting probes. [`RealChild`]
+//! The unit actor's one seam to the OS: starting the unit's process (and
+//! knowing when all its output was read), signalling its group, asking
+//! whether the group is still there, sweeping what a run left outside its
+//! group, starting probes, and reading the OOM killer's count. [`RealChild`]
 //! does it through `process` and `probe`; the tests use a fake that records
 //! every call and decides when a child exits.
 
@@ -9,6 +10,7 @@ use crate::logs::forward::{forward, UnitLog};
 use crate::logs::watch::LineWatch;
 use crate::logs::{LogSink, Stream};
 use crate::probe::{self, ProbeTask};
+use crate::process::cgroup::{self, OomKills};
 use crate::process::reaper::Spawned;
 use crate::process::tree::{signal_tagged, RUN_TAG_VAR};
 use crate::process::{Isolation, Pgid, Reaper, Signal, SpawnError, SpawnSpec, SpawnStep, Stdio3};
@@ -18,6 +20,7 @@ use std::ffi::OsString;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Names the unit in its processes' environment, for people and scripts.
@@ -41,10 +44,33 @@ impl RunTag {
     }
 }
 
+/// The forwarders of one run's stdout and stderr: done when both pipes
+/// reached EOF, every line of the run then being in the unit's ring.
+pub struct Output(Vec<JoinHandle<()>>);
+
+impl Output {
+    /// Nothing to wait for.
+    #[cfg(test)]
+    pub fn none() -> Output {
+        Output(Vec::new())
+    }
+
+    /// Waits until the run's output is all read, at most `limit` (a
+    /// process that left the group may hold a pipe open). True when it is.
+    pub async fn read_all(self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        let mut all = true;
+        for task in self.0 {
+            all &= tokio::time::timeout_at(until, task).await.is_ok();
+        }
+        all
+    }
+}
+
 pub trait Child: Send + Sync + 'static {
     /// Starts the unit's main process in a session of its own, tagged with
     /// `run`, with `extra_env` added (NOTIFY_SOCKET).
-    fn spawn(&self, run: &RunTag, extra_env: Vec<(OsString, OsString)>) -> Result<Spawned, SpawnError>;
+    fn spawn(&self, run: &RunTag, extra_env: Vec<(OsString, OsString)>) -> Result<(Spawned, Output), SpawnError>;
     /// `Ok(false)` when no member of the group is left.
     fn signal_group(&self, pgid: Pgid, sig: Signal) -> Result<bool, Errno>;
     fn group_alive(&self, pgid: Pgid) -> bool;
@@ -58,6 +84,8 @@ pub trait Child: Send + Sync + 'static {
         timeout: Duration,
         log: Option<Arc<LineWatch>>,
     ) -> ProbeTask;
+    /// The OOM killer's count for flowinit's cgroup, if readable.
+    fn oom_kills(&self) -> Option<OomKills>;
 }
 
 /// The real thing: the reaper, process groups, /proc and the log pipeline.
@@ -69,7 +97,7 @@ pub struct RealChild {
 }
 
 impl Child for RealChild {
-    fn spawn(&self, run: &RunTag, extra_env: Vec<(OsString, OsString)>) -> Result<Spawned, SpawnError> {
+    fn spawn(&self, run: &RunTag, extra_env: Vec<(OsString, OsString)>) -> Result<(Spawned, Output), SpawnError> {
         let svc = &self.service;
         let mut env = svc.env.to_vec();
         env.retain(|(k, _)| k != UNIT_VAR && k != RUN_TAG_VAR);
@@ -99,9 +127,11 @@ impl Child for RealChild {
             stdio: Stdio3::Piped { stdout: out_w.into(), stderr: err_w.into() },
         };
         let child = self.reaper.spawn(spec)?;
-        tokio::spawn(forward(out_r.into(), Stream::Stdout, self.log.clone(), self.sink.clone()));
-        tokio::spawn(forward(err_r.into(), Stream::Stderr, self.log.clone(), self.sink.clone()));
-        Ok(child)
+        let output = Output(vec![
+            tokio::spawn(forward(out_r.into(), Stream::Stdout, self.log.clone(), self.sink.clone())),
+            tokio::spawn(forward(err_r.into(), Stream::Stderr, self.log.clone(), self.sink.clone())),
+        ]);
+        Ok((child, output))
     }
 
     fn signal_group(&self, pgid: Pgid, sig: Signal) -> Result<bool, Errno> {
@@ -125,6 +155,10 @@ impl Child for RealChild {
     ) -> ProbeTask {
         let exec = probe::ExecContext { reaper: self.reaper.clone(), service: self.service.clone() };
         probe::start(kind.clone(), interval, timeout, exec, log)
+    }
+
+    fn oom_kills(&self) -> Option<OomKills> {
+        cgroup::oom_kills()
     }
 }
 

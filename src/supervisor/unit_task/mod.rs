@@ -1,8 +1,9 @@
 //! The per-unit actor. It owns its process (spawn, exit, stop escalation,
 //! the cleanup of what a run leaves behind), its restart timing and its
 //! probes, and reports every state change to the manager as a full
-//! [`UnitStatus`]. It acts only on the manager's commands; it never looks
-//! at other units. Everything it does to processes goes through the
+//! [`UnitStatus`]; when it fails for good by itself, that status carries
+//! how its runs within the start-limit window went ([`Failure`]). It acts
+//! only on the manager's commands; it never looks at other units. Everything it does to processes goes through the
 //! [`Child`] seam ([`child`]), so `tests` run it against a fake child under
 //! paused time.
 
@@ -11,7 +12,9 @@ mod child;
 mod tests;
 
 use super::backoff::{restart_delay, StartLimit};
+use super::diagnosis::exit_cause;
 use super::state::{after_run, AfterExit, KillReason, RunEnd, State};
+use crate::api::{Failure, RunSummary};
 use crate::config::unit::{Service, ServiceKind};
 use crate::logs::forward::UnitLog;
 use crate::logs::watch::LineWatch;
@@ -19,7 +22,8 @@ use crate::logs::LogSink;
 use crate::probe::notify::{self, NotifySocket};
 use crate::probe::{ProbeResult, ProbeTask};
 use crate::process::{Pgid, Pid, Reaper, Signal, Termination};
-use child::{wait_until, Child, RealChild, RunTag};
+use child::{wait_until, Child, Output, RealChild, RunTag};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
@@ -102,6 +106,55 @@ const SHORTAGE_RETRY: (Duration, Duration) = (Duration::from_millis(100), Durati
 /// At most one log line per this interval about probe attempts skipped
 /// for flowinit's own shortage.
 const SHORTAGE_NOTE_EVERY: Duration = Duration::from_secs(30);
+/// How long a unit that failed for good waits for the last lines of its
+/// run to be read before it reports the failure (whose block shows them).
+const OUTPUT_GRACE: Duration = Duration::from_secs(1);
+
+/// The runs since the last start asked for (by the manager), for the
+/// report of a unit that fails for good.
+#[derive(Default)]
+struct History {
+    /// Oldest first, at most start_limit_burst of them: never more than
+    /// the start limit's window holds.
+    runs: VecDeque<RunSummary>,
+    /// How the last run ended, as the log said it.
+    last_why: Option<String>,
+    /// The last run's output forwarders.
+    output: Option<Output>,
+}
+
+impl History {
+    fn ended(&mut self, run: RunSummary, why: &str, output: Option<Output>, keep: u32) {
+        self.runs.push_back(run);
+        while self.runs.len() > keep.max(1) as usize {
+            self.runs.pop_front();
+        }
+        self.last_why = Some(why.to_string());
+        self.output = output;
+    }
+
+    /// Waits (at most [`OUTPUT_GRACE`]) until the last run's lines are in
+    /// the ring.
+    async fn read_output(&mut self) {
+        if let Some(output) = self.output.take() {
+            output.read_all(OUTPUT_GRACE).await;
+        }
+    }
+
+    /// The runs of the start limit's window, as of `now`.
+    fn failure(&self, svc: &Service, limit: &StartLimit, now: Instant, no_restart: bool) -> Arc<Failure> {
+        let runs: Vec<RunSummary> =
+            self.runs.iter().skip(self.runs.len().saturating_sub(limit.count())).cloned().collect();
+        let span = limit.first().map_or(Duration::ZERO, |t| now.into_std().saturating_duration_since(t));
+        Arc::new(Failure {
+            runs,
+            span,
+            start_limit_burst: svc.start_limit_burst,
+            start_limit_interval: svc.start_limit_interval,
+            no_restart,
+        })
+    }
+}
 
 fn shown(d: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
@@ -140,12 +193,15 @@ impl<C: Child> Actor<C> {
         let svc = self.service.clone();
         let mut failures: u32 = 0;
         let mut shortage_delay: Option<Duration> = None;
+        let mut history = History::default();
+        status.failure = None;
         let notify = match svc.kind {
             ServiceKind::Notify => match NotifySocket::bind(self.name()) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     let why = format!("cannot create its notify socket: {e}");
                     tracing::error!("unit {}: {why}", self.name());
+                    status.failure = Some(history.failure(&svc, limit, Instant::now(), false));
                     self.report(status, State::Failed, None, Some(why)).await;
                     return;
                 }
@@ -156,11 +212,13 @@ impl<C: Child> Actor<C> {
             if !limit.try_start(Instant::now().into_std()) {
                 let why = format!(
                     "{}start limit reached ({} starts within {})",
-                    status.last_exit.map(|t| format!("{t}; ")).unwrap_or_default(),
+                    history.last_why.as_deref().map(|w| format!("{w}; ")).unwrap_or_default(),
                     svc.start_limit_burst,
                     humantime::format_duration(svc.start_limit_interval)
                 );
-                tracing::error!("unit {} failed for good: {why}", self.name());
+                // Logged by the manager, in the block about the failure.
+                history.read_output().await;
+                status.failure = Some(history.failure(&svc, limit, Instant::now(), false));
                 self.report(status, State::Failed, None, Some(why)).await;
                 return;
             }
@@ -169,7 +227,8 @@ impl<C: Child> Actor<C> {
             }
             let run = RunTag::next(self.name());
             let extra_env = notify.iter().map(|n| ("NOTIFY_SOCKET".into(), n.env_value.clone().into())).collect();
-            let spawned = match self.child.spawn(&run, extra_env) {
+            let oom_before = self.child.oom_kills();
+            let (spawned, output) = match self.child.spawn(&run, extra_env) {
                 Ok(c) => c,
                 Err(e) => {
                     if let Some(shortage) = e.resource_shortage() {
@@ -193,7 +252,9 @@ impl<C: Child> Actor<C> {
                     }
                     let why = format!("failed to start {}: {e}", svc.program.display());
                     tracing::error!("unit {}: {why}", self.name());
-                    if !self.after(status, &mut failures, RunEnd::SpawnFailed, None, why).await {
+                    history.ended(RunSummary { ran: None, end: why.clone() }, &why, None, svc.start_limit_burst);
+                    let end = RunEnd::SpawnFailed;
+                    if !self.after(status, &mut failures, end, None, why, &mut history, limit).await {
                         return;
                     }
                     continue;
@@ -216,9 +277,13 @@ impl<C: Child> Actor<C> {
             let mut exit = spawned.exit;
             let (end, why) = match self.supervise(status, pid, &mut exit, notify.as_ref()).await {
                 Outcome::Exited(term) => {
+                    let ran = up_since.elapsed();
+                    let why = exit_cause(term, oom_before, self.child.oom_kills());
                     status.last_exit = Some(term);
                     self.clean_up(pgid, Some(pgid), run);
-                    (RunEnd::Exited(term), term.to_string())
+                    let summary = RunSummary { ran: Some(ran), end: term.to_string() };
+                    history.ended(summary, &why, Some(output), svc.start_limit_burst);
+                    (RunEnd::Exited(term), why)
                 }
                 Outcome::StopRequested(deadline) => {
                     self.stop(status, pid, exit, deadline, run).await;
@@ -231,10 +296,12 @@ impl<C: Child> Actor<C> {
                     status.last_exit = stopped.term;
                     status.killed = stopped.killed;
                     self.clean_up(pgid, None, run);
+                    let summary = RunSummary { ran: Some(up_since.elapsed()), end: why.clone() };
+                    history.ended(summary, &why, Some(output), svc.start_limit_burst);
                     (RunEnd::Unhealthy, why)
                 }
             };
-            if !self.after(status, &mut failures, end, Some(up_since), why).await {
+            if !self.after(status, &mut failures, end, Some(up_since), why, &mut history, limit).await {
                 return;
             }
         }
@@ -244,6 +311,7 @@ impl<C: Child> Actor<C> {
     /// restart_delay_max starts the failure count afresh; then the run is
     /// done, failed for good, or backed off from. True when the unit should
     /// start again.
+    #[expect(clippy::too_many_arguments, reason = "the run's facts and the unit's counters, all used once")]
     async fn after(
         &mut self,
         status: &mut UnitStatus,
@@ -251,6 +319,8 @@ impl<C: Child> Actor<C> {
         end: RunEnd,
         up_since: Option<Instant>,
         why: String,
+        history: &mut History,
+        limit: &StartLimit,
     ) -> bool {
         let svc = self.service.clone();
         if up_since.is_some_and(|t| t.elapsed() >= svc.restart_delay_max) {
@@ -263,13 +333,9 @@ impl<C: Child> Actor<C> {
                 false
             }
             AfterExit::Fail => {
-                match end {
-                    RunEnd::Exited(_) => {
-                        tracing::error!("unit {} {why}; failed for good (restart = \"no\")", self.name())
-                    }
-                    // Already logged when it happened.
-                    _ => tracing::error!("unit {} failed for good (restart = \"no\")", self.name()),
-                }
+                // Logged by the manager, in the block about the failure.
+                history.read_output().await;
+                status.failure = Some(history.failure(&svc, limit, Instant::now(), true));
                 self.report(status, State::Failed, None, Some(why)).await;
                 false
             }
