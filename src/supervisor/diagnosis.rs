@@ -83,7 +83,7 @@ impl Block<'_> {
         let mut out = Vec::new();
         if let Some(f) = self.failure.filter(|f| !f.runs.is_empty()) {
             let n = f.runs.len();
-            let span = if n > 1 { format!(" in {}", short(f.span)) } else { String::new() };
+            let span = if n > 1 { format!(" in the last {}", short(f.span)) } else { String::new() };
             out.push(format!(
                 "starts: {n}{span} (start_limit_burst {}, start_limit_interval {})",
                 f.start_limit_burst,
@@ -299,7 +299,7 @@ mod tests {
             b.plain(8),
             "\
 flowinit | ERROR: unit worker failed for good: exited 3; start limit reached (3 starts within 1m)
-flowinit |   starts: 3 in 2.5s (start_limit_burst 3, start_limit_interval 1m)
+flowinit |   starts: 3 in the last 2.5s (start_limit_burst 3, start_limit_interval 1m)
 flowinit |   runs: 1.0s, 1.0s, 1.0s (each exited 3)
 flowinit |   last 2 lines:
 flowinit |     10:00:00.000 | line 24
