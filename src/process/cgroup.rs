@@ -3,10 +3,13 @@
 //! host, of the memory controller's `memory.oom_control`). flowinit's
 //! cgroup is the container's, and every unit runs in it, so the counter
 //! rising over a run says the OOM killer struck while that run was alive.
-//! Read only, and only ever as a hint: anything unreadable is `None`. The
-//! parsing is pure ([`own_cgroups`], [`oom_kill_line`]) and unit-tested.
+//! As the count is the whole container's, each kill is put down to one
+//! unit's death only ([`take_one`]). Read only, and only ever as a hint:
+//! anything unreadable is `None`. The logic is pure ([`own_cgroups`],
+//! [`oom_kill_line`], [`claim`]) and unit-tested.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where cgroup v2 is mounted, and v1's memory controller.
 const V2_MOUNT: &str = "/sys/fs/cgroup";
@@ -62,6 +65,24 @@ fn candidates(proc_self_cgroup: &str) -> Vec<(PathBuf, &'static str)> {
     out
 }
 
+/// The count up to which OOM kills were put down to a unit's death.
+static EXPLAINED: AtomicU64 = AtomicU64::new(0);
+
+/// One OOM kill between the counts `before` and `after` of a run, for a
+/// death of that run, if one is left that no other death was put down to
+/// (with `explained` so far): the new `explained`.
+pub fn claim(explained: u64, before: u64, after: u64) -> Option<u64> {
+    let base = explained.max(before);
+    (after > base).then_some(base + 1)
+}
+
+/// Puts one OOM kill that happened between `before` and `after` down to the
+/// death of a unit's process; false when every such kill was already
+/// another unit's (that one died of it, not this one).
+pub fn take_one(before: u64, after: u64) -> bool {
+    EXPLAINED.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |e| claim(e, before, after)).is_ok()
+}
+
 /// The OOM killer's count for flowinit's cgroup now, if it can be read.
 pub fn oom_kills() -> Option<OomKills> {
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
@@ -103,6 +124,30 @@ mod tests {
         assert_eq!(oom_kill_line("oom 4\noom_group_kill 2\n"), None);
         assert_eq!(oom_kill_line("oom_kill x\n"), None);
         assert_eq!(oom_kill_line(""), None);
+    }
+
+    #[test]
+    fn each_oom_kill_explains_one_death() {
+        // (explained so far, before, after) → the new mark, or not this one's.
+        let table = [
+            ((0, 3, 4), Some(4)),
+            ((0, 3, 3), None),
+            ((4, 3, 4), None),
+            ((4, 3, 5), Some(5)),
+            ((3, 0, 5), Some(4)),
+            ((0, 7, 2), None),
+        ];
+        for ((explained, before, after), want) in table {
+            assert_eq!(claim(explained, before, after), want, "{explained} {before} {after}");
+        }
+        // Two units whose runs both saw the count go 0 → 2: one kill each;
+        // a third, killed with kill -9 meanwhile, gets none.
+        let mut e = 0;
+        for want in [Some(1), Some(2), None] {
+            let got = claim(e, 0, 2);
+            assert_eq!(got, want);
+            e = got.unwrap_or(e);
+        }
     }
 
     #[test]

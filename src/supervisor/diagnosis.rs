@@ -18,27 +18,38 @@ use std::time::{Duration, SystemTime};
 /// Output lines of the unit shown in the block.
 pub const LAST_LINES: usize = 20;
 
+/// The OOM killer's count of flowinit's cgroup rose over a run: read at
+/// its start (`before`) and at its exit (`after`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OomRise {
+    pub file: &'static str,
+    pub before: u64,
+    pub after: u64,
+}
+
+/// The rise between two readings of the same file, if the count went up.
+pub fn oom_rise(before: Option<OomKills>, after: Option<OomKills>) -> Option<OomRise> {
+    let (b, a) = (before?, after?);
+    (a.file == b.file && a.count > b.count).then_some(OomRise { file: a.file, before: b.count, after: a.count })
+}
+
 /// How a run that nobody asked to stop ended, for the log and the unit's
 /// reason. flowinit sends SIGKILL only to a unit it is stopping, so a
 /// SIGKILL seen here came from elsewhere: the kernel's OOM killer, when
-/// the OOM kill count of flowinit's cgroup (read at the start of the run
-/// and at its exit) rose, or probably it or a `kill -9` otherwise.
-pub fn exit_cause(term: Termination, before: Option<OomKills>, after: Option<OomKills>) -> String {
-    let rose = match (before, after) {
-        (Some(b), Some(a)) if a.file == b.file && a.count > b.count => Some((a.file, b.count, a.count)),
-        _ => None,
-    };
-    match (term, rose) {
-        (Termination::Signaled(Signal::KILL), Some((file, b, a))) => {
-            format!("killed by SIGKILL (not sent by flowinit): the kernel OOM killer killed a process ({file} oom_kill {b} → {a})")
-        }
+/// the OOM kill count rose over the run (`rise`, given only when that kill
+/// was not another unit's death), or probably it or a `kill -9` otherwise.
+pub fn exit_cause(term: Termination, rise: Option<OomRise>) -> String {
+    match (term, rise) {
+        (Termination::Signaled(Signal::KILL), Some(OomRise { file, before, after })) => format!(
+            "killed by SIGKILL (not sent by flowinit): the kernel OOM killer killed a process ({file} oom_kill {before} → {after})"
+        ),
         (Termination::Signaled(Signal::KILL), None) => {
             "killed by SIGKILL, not sent by flowinit (probably the kernel OOM killer, or kill -9 from outside)".into()
         }
         // A shell or npm wrapper outlives the child the OOM killer took,
         // and exits 137 or so.
-        (t, Some((file, b, a))) if !t.success() => {
-            format!("{t}; the kernel OOM killer killed a process ({file} oom_kill {b} → {a})")
+        (t, Some(OomRise { file, before, after })) if !t.success() => {
+            format!("{t}; the kernel OOM killer killed a process ({file} oom_kill {before} → {after})")
         }
         (t, _) => t.to_string(),
     }
@@ -198,13 +209,13 @@ impl Block<'_> {
 }
 
 /// `6.1s, 6.0s (each exited 1)`, or each run with its own end when they
-/// differ.
+/// differ; one run is only its time (the header says how it ended).
 fn runs_text(runs: &[RunSummary]) -> String {
     let ran = |r: &RunSummary| r.ran.map_or_else(|| "did not start".to_string(), short);
     let all_alike = runs.windows(2).all(|w| w[0].end == w[1].end);
     match runs {
         [] => String::new(),
-        [one] => format!("{} ({})", ran(one), one.end),
+        [one] => ran(one),
         [first, ..] if all_alike => {
             let times: Vec<String> = runs.iter().map(ran).collect();
             format!("{} (each {})", times.join(", "), first.end)
@@ -248,7 +259,7 @@ mod tests {
             (Termination::Signaled(Signal::TERM), None, None, "killed by SIGTERM"),
         ];
         for (term, before, after, want) in table {
-            assert_eq!(exit_cause(term, before, after), want, "{term:?} {before:?} {after:?}");
+            assert_eq!(exit_cause(term, oom_rise(before, after)), want, "{term:?} {before:?} {after:?}");
         }
     }
 
@@ -318,7 +329,7 @@ flowinit |     10:00:00.005 (stderr) | boom \"quoted\"
             "\
 flowinit   | ERROR: critical unit core failed for good: exited 7 (restart = \"no\")
 flowinit   |   starts: 1 (start_limit_burst 3, start_limit_interval 1m)
-flowinit   |   runs: 40ms (exited 7)
+flowinit   |   runs: 40ms
 flowinit   |   last line:
 flowinit   |     10:00:00.000 (stderr) | cannot bind :3001
 "

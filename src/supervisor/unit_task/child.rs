@@ -86,6 +86,9 @@ pub trait Child: Send + Sync + 'static {
     ) -> ProbeTask;
     /// The OOM killer's count for flowinit's cgroup, if readable.
     fn oom_kills(&self) -> Option<OomKills>;
+    /// Puts one OOM kill seen between the counts `before` and `after` down
+    /// to this run's death; false when other units' deaths took them all.
+    fn take_oom_kill(&self, before: u64, after: u64) -> bool;
 }
 
 /// The real thing: the reaper, process groups, /proc and the log pipeline.
@@ -159,6 +162,10 @@ impl Child for RealChild {
 
     fn oom_kills(&self) -> Option<OomKills> {
         cgroup::oom_kills()
+    }
+
+    fn take_oom_kill(&self, before: u64, after: u64) -> bool {
+        cgroup::take_one(before, after)
     }
 }
 

@@ -12,7 +12,7 @@ mod child;
 mod tests;
 
 use super::backoff::{restart_delay, StartLimit};
-use super::diagnosis::exit_cause;
+use super::diagnosis::{exit_cause, oom_rise};
 use super::state::{after_run, AfterExit, KillReason, RunEnd, State};
 use crate::api::{Failure, RunSummary};
 use crate::config::unit::{Service, ServiceKind};
@@ -278,7 +278,10 @@ impl<C: Child> Actor<C> {
             let (end, why) = match self.supervise(status, pid, &mut exit, notify.as_ref()).await {
                 Outcome::Exited(term) => {
                     let ran = up_since.elapsed();
-                    let why = exit_cause(term, oom_before, self.child.oom_kills());
+                    // A kill of the OOM killer's explains one death only.
+                    let rise = oom_rise(oom_before, self.child.oom_kills())
+                        .filter(|r| !term.success() && self.child.take_oom_kill(r.before, r.after));
+                    let why = exit_cause(term, rise);
                     status.last_exit = Some(term);
                     self.clean_up(pgid, Some(pgid), run);
                     let summary = RunSummary { ran: Some(ran), end: term.to_string() };

@@ -69,6 +69,8 @@ struct World {
     probes: Vec<mpsc::Sender<ProbeResult>>,
     /// The OOM killer's count, `None`: unreadable.
     oom: Option<u64>,
+    /// Up to which count OOM kills were put down to a death.
+    oom_explained: u64,
 }
 
 #[derive(Clone)]
@@ -85,6 +87,7 @@ impl FakeChild {
             next_pid: 100,
             probes: Vec::new(),
             oom: None,
+            oom_explained: 0,
         })))
     }
 
@@ -204,6 +207,13 @@ impl Child for FakeChild {
 
     fn oom_kills(&self) -> Option<OomKills> {
         self.world().oom.map(|count| OomKills { file: "memory.events", count })
+    }
+
+    fn take_oom_kill(&self, before: u64, after: u64) -> bool {
+        let mut w = self.world();
+        let taken = crate::process::cgroup::claim(w.oom_explained, before, after);
+        w.oom_explained = taken.unwrap_or(w.oom_explained);
+        taken.is_some()
     }
 }
 
@@ -693,4 +703,34 @@ async fn runs_that_could_not_start_are_shown_as_such_and_a_new_start_forgets_old
     h.send(UnitCmd::Start).await;
     let (_, st) = h.until(State::Failed).await;
     assert_eq!(st.failure.expect("a failure report").runs, [ran(10, "exited 1"), ran(10, "exited 1")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oom_kill_that_took_another_units_process_is_not_this_ones() {
+    // Two units on one (fake) cgroup: `hog` is OOM-killed at 0.5 s while
+    // `app` runs; app is killed with kill -9 at 1 s. Its run saw the count
+    // rise, but that kill was hog's.
+    let fake = FakeChild::new(RUNS, [killed_after(1000, false), killed_after(500, true)]).with_oom_count(3);
+    let mut app = start(service(), fake.clone());
+    app.send(UnitCmd::Start).await;
+    app.until(State::Running).await;
+    let mut hog = start(service(), fake);
+    hog.send(UnitCmd::Start).await;
+    let (at, st) = hog.until(State::Starting).await;
+    assert_eq!(at, ms(500));
+    assert!(
+        st.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("the kernel OOM killer killed a process (memory.events oom_kill 3 → 4)")),
+        "{st:?}"
+    );
+    let (at, st) = app.until(State::Starting).await;
+    assert_eq!(at, s(1));
+    assert_eq!(
+        st.reason.as_deref(),
+        Some(&*format!(
+            "{}, restarting in 1s",
+            "killed by SIGKILL, not sent by flowinit (probably the kernel OOM killer, or kill -9 from outside)"
+        ))
+    );
 }
