@@ -100,7 +100,9 @@ fn a_crash_loop_that_fails_for_good_gets_one_block_with_its_last_20_lines() {
     let runs = b[2].strip_prefix("flowinit |   runs: ").and_then(|r| r.strip_suffix(" (each exited 3)"));
     let runs: Vec<f64> = runs.unwrap_or_else(|| panic!("{b:#?}")).split(", ").map(secs).collect();
     assert_eq!(runs.len(), 3, "{b:#?}");
-    assert!(runs.iter().all(|r| (0.3..5.0).contains(r)), "each run took its 0.3 s sleep: {runs:?}");
+    // Measured by flowinit from its spawn to the exit it reaped: the sleep
+    // and a little more, give or take a scheduler's tick.
+    assert!(runs.iter().all(|r| (0.28..5.0).contains(r)), "each run took its 0.3 s sleep: {runs:?}");
     assert_eq!(b[3], "flowinit |   last 20 lines:");
     assert_eq!(b.len(), 4 + 20, "{b:#?}");
     for (i, line) in b[4..].iter().enumerate() {
@@ -130,7 +132,7 @@ fn a_critical_failure_ends_the_container_with_its_block_before_the_farewell() {
     assert_eq!(b.len(), 4 + 20, "{b:#?}");
     assert_eq!(b[1], "flowinit |   starts: 1 (start_limit_burst 5, start_limit_interval 2m)");
     let ran = b[2].strip_prefix("flowinit |   runs: ").unwrap_or_else(|| panic!("{b:#?}"));
-    assert!(secs(ran) >= 0.3, "it slept 0.3 s: {b:#?}");
+    assert!(secs(ran) >= 0.28, "it slept 0.3 s: {b:#?}");
     assert_eq!(b[3], "flowinit |   last 20 lines:");
     // stdout and stderr are two pipes, kept in the order flowinit read
     // them: the unit waits before its stderr line so that it is read last.
@@ -184,7 +186,7 @@ fn in_json_the_block_is_one_object_before_the_farewell() {
     assert_eq!(runs.len(), 2, "{b}");
     for r in runs {
         assert_eq!(r["end"], "exited 2");
-        assert!((300..5000).contains(&r["ran_ms"].as_u64().unwrap()), "{r}");
+        assert!((280..5000).contains(&r["ran_ms"].as_u64().unwrap()), "{r}");
     }
     assert!(b["starts_span_ms"].as_u64().unwrap() >= 700, "{b}");
     let last: Vec<&str> = b["last_lines"].as_array().unwrap().iter().map(|l| l["msg"].as_str().unwrap()).collect();

@@ -260,6 +260,9 @@ impl<C: Child> Actor<C> {
                     continue;
                 }
             };
+            // How long the run lasted counts from here, not from after the
+            // report below (which may wait for the manager).
+            let up_since = Instant::now();
             shortage_delay = None;
             let pid = spawned.pid;
             let pgid = Pgid::of_leader(pid);
@@ -273,7 +276,6 @@ impl<C: Child> Actor<C> {
             status.main_pid = None;
             status.started_at = Some(SystemTime::now());
             self.report(status, up_state, Some(pid), None).await;
-            let up_since = Instant::now();
             let mut exit = spawned.exit;
             let (end, why) = match self.supervise(status, pid, &mut exit, notify.as_ref()).await {
                 Outcome::Exited(term) => {
