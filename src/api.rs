@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 
 /// The directory a unit without `working_dir` starts in (flowinit's own
@@ -319,6 +319,33 @@ pub struct UnitStatus {
     /// Restarts because the unit stayed above memory_max (also counted in
     /// `restarts`).
     pub memory_restarts: u32,
+    /// Set by the unit's task when it fails for good by itself (start
+    /// limit, `restart = "no"`): how its last runs went, for the block
+    /// flowinit prints then. `None` otherwise, and for a failure the
+    /// supervisor imposed (a required unit failed).
+    pub failure: Option<Arc<Failure>>,
+}
+
+/// A unit's runs within its start-limit window when it failed for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Oldest first; the last one is the run that ended it.
+    pub runs: Vec<RunSummary>,
+    /// From the first of these starts to the failure.
+    pub span: Duration,
+    pub start_limit_burst: u32,
+    pub start_limit_interval: Duration,
+    /// `restart = "no"`: failed at its first failure.
+    pub no_restart: bool,
+}
+
+/// One start of a unit's process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    /// How long the process ran; `None` when it could not be started.
+    pub ran: Option<Duration>,
+    /// How it ended: `exited 3`, `killed by SIGKILL`, `not ready within …`.
+    pub end: String,
 }
 
 impl UnitStatus {
@@ -338,6 +365,7 @@ impl UnitStatus {
             started_at: None,
             run: None,
             memory_restarts: 0,
+            failure: None,
         }
     }
 

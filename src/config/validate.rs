@@ -1294,7 +1294,7 @@ mod tests {
         assert_eq!(memory("memory_max = 1048576\nmemory_check = \"2s\"\n"), limit(1 << 20, 2));
         let cases = [
             ("memory_max = \"lots\"\n", "u/m.toml:3:14: unit m: key `memory_max`: invalid size \"lots\": expected a number, then an optional unit; write e.g. memory_max = \"1.5GiB\""),
-            ("memory_max = \"1gb\"\n", "invalid size \"1gb\": unknown unit \"gb\" (did you mean \"GB\"?)"),
+            ("memory_max = \"1gb\"\n", "invalid size \"1gb\": \"gb\" is ambiguous (1000 or 1024?): write \"GiB\" or \"G\""),
             ("memory_max = 0\n", "u/m.toml:3:14: unit m: key `memory_max`: invalid size 0: must be more than 0 bytes"),
             ("memory_max = \"1G\"\nmemory_check = \"0s\"\n", "u/m.toml:4:16: unit m: key `memory_check`: must be more than 0"),
             ("memory_check = \"1s\"\n", "u/m.toml:3:16: unit m: key `memory_check`: needs memory_max"),

@@ -1,8 +1,10 @@
 //! Everything that touches child processes at the OS level: spawning into a
 //! new session, the single reaper that owns `waitpid`, typed signals, the
-//! descendant scan used at final shutdown, and what a unit's processes use
-//! (`usage`, read from /proc only when asked). The only module with `unsafe`.
+//! descendant scan used at final shutdown, what a unit's processes use
+//! (`usage`, read from /proc only when asked) and the OOM killer's counter
+//! of flowinit's cgroup. The only module with `unsafe`.
 
+pub mod cgroup;
 pub mod cwd;
 pub mod exec;
 pub mod reaper;

@@ -45,6 +45,16 @@ impl StartLimit {
         self.starts.pop_back();
     }
 
+    /// The starts kept in the window (as of the last [`StartLimit::try_start`]).
+    pub fn count(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// The oldest start kept in the window.
+    pub fn first(&self) -> Option<Instant> {
+        self.starts.front().copied()
+    }
+
     /// A start asked for by an operator begins a fresh window.
     pub fn reset(&mut self) {
         self.starts.clear();
@@ -74,9 +84,12 @@ mod tests {
         assert!(l.try_start(at(1000)));
         assert!(l.try_start(at(2000)));
         assert!(!l.try_start(at(3000)), "fourth start inside the window");
+        assert_eq!((l.count(), l.first()), (3, Some(at(0))), "a refused start is not kept");
         assert!(l.try_start(at(10_000)), "first start left the window");
+        assert_eq!((l.count(), l.first()), (3, Some(at(1000))));
         assert!(!l.try_start(at(10_500)));
         l.reset();
+        assert_eq!((l.count(), l.first()), (0, None));
         assert!(l.try_start(at(10_600)));
         let mut l = StartLimit::new(1, Duration::from_secs(10));
         assert!(l.try_start(at(0)));

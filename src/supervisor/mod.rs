@@ -1,7 +1,8 @@
-//! Supervision: pure states and backoff, the per-unit actor, and the
-//! manager that orders them. `run` wires them to the reaper and the sink.
+//! Supervision: pure states and backoff, the per-unit actor, the manager
+//! that orders them, and what is said about a crash (diagnosis). `run` wires them to the reaper and the sink.
 
 pub mod backoff;
+pub mod diagnosis;
 pub mod manager;
 pub mod router_task;
 pub mod state;

@@ -3,8 +3,9 @@
 //! counters), the router listen sockets (bound once, kept for as long as a
 //! router unit uses the address), the signals, the budget timer and the
 //! open control requests; it reads the units dir for a reload, publishes
-//! the [`Snapshot`] and the routers' [`Readiness`], and sweeps leftover
-//! processes at the end. It decides nothing itself.
+//! the [`Snapshot`] and the routers' [`Readiness`], prints the block about
+//! a unit that failed for good, and sweeps leftover processes at the end.
+//! It decides nothing itself.
 
 pub mod plan;
 pub mod reload;
@@ -12,13 +13,14 @@ pub mod reload;
 mod tests;
 pub mod waiters;
 
+use super::diagnosis::{Block, LAST_LINES};
 use super::router_task::{RouterChange, RouterTask};
 use super::unit_task::{UnitCmd, UnitEvent, UnitTask};
 use crate::api::{ControlMsg, Handle, Readiness, Reply, Request, RouterStats, Snapshot, Traffic, UnitView};
 use crate::config::unit::{ProbeKind, RouterSpec};
 use crate::config::{ConfigError, LoadContext, Unit, UnitSet};
 use crate::logs::forward::UnitLog;
-use crate::logs::{LogSink, RingLog};
+use crate::logs::{LogSink, RingLog, Stream};
 use crate::process::{sweep, Reaper, Signal};
 use plan::{Command, Event, Plan, RequestId, SlotId, UnitRequest};
 use std::collections::HashMap;
@@ -324,6 +326,7 @@ impl Manager {
                 Command::KillAll => {
                     sweep::signal_descendants(Signal::KILL);
                 }
+                Command::Diagnose { slot } => self.diagnose(slot),
             }
         }
     }
@@ -413,9 +416,30 @@ impl Manager {
         code
     }
 
+    /// Prints the block about the slot's unit, which failed for good: the
+    /// cause, its runs, its last lines from the ring. Through the stderr
+    /// lane like flowinit's own events, as one batch.
+    fn diagnose(&self, id: SlotId) {
+        let Some(slot) = self.plan.slots().iter().find(|s| s.id == id) else { return };
+        let lines = self.rings.get(&id).map(|r| r.tail(LAST_LINES)).unwrap_or_default();
+        let block = Block {
+            unit: &slot.unit.name,
+            critical: slot.unit.critical,
+            cause: slot.status.reason.as_deref().unwrap_or("no reason"),
+            failure: slot.status.failure.as_deref(),
+            lines: &lines,
+        };
+        let text = block.render(self.sink.format, crate::logs::events::prefix_width(), std::time::SystemTime::now());
+        self.sink.send_now(Stream::Stderr, text.into_bytes());
+    }
+
     /// flowinit's last line, the same whichever came first at the budget's
-    /// end: a unit's own SIGKILL or the budget timer.
+    /// end: a unit's own SIGKILL or the budget timer. Just before it, the
+    /// block about the critical unit that ended the container, if one did.
     fn farewell(&self, code: u8) {
+        if let Some(slot) = self.plan.ended_by() {
+            self.diagnose(slot);
+        }
         let spent = if self.plan.budget_reported() { " (the shutdown budget was spent)" } else { "" };
         let left: Vec<&str> = self.plan.slots().iter().filter(|s| !s.is_down()).map(|s| s.unit.name.as_str()).collect();
         if left.is_empty() {

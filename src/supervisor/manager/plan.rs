@@ -3,7 +3,8 @@
 //! reload, a stop signal, the shutdown budget running out) with the time it
 //! happened, and returns the [`Command`]s to carry out (create or drop a
 //! unit's task, send it start/stop/hurry, apply a router change, answer a
-//! request, SIGKILL everything). The async runner (`mod.rs`) only performs
+//! request, print the block about a unit that failed for good, SIGKILL
+//! everything). The async runner (`mod.rs`) only performs
 //! them. Every rule of order, failure, reload and budget is here, and is
 //! table-tested without processes (`tests.rs`).
 
@@ -83,6 +84,13 @@ pub enum Command {
     },
     /// The budget is spent: SIGKILL every descendant of flowinit.
     KillAll,
+    /// Print the block about the slot's unit, which failed for good by
+    /// itself (its status carries the [`crate::api::Failure`]). The unit
+    /// that ends the container gets its block last instead, before the
+    /// farewell line ([`Plan::ended_by`]).
+    Diagnose {
+        slot: SlotId,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +209,8 @@ struct Shutdown {
     hurried: bool,
     /// The "budget spent" line was logged.
     reported: bool,
+    /// The critical unit whose failure started this shutdown.
+    ended_by: Option<SlotId>,
 }
 
 pub struct Plan {
@@ -259,7 +269,7 @@ impl Plan {
         let mut out = Vec::new();
         for event in events {
             match event {
-                Event::Status { slot, status } => self.on_status(now, slot, status),
+                Event::Status { slot, status } => self.on_status(now, slot, status, &mut out),
                 Event::Request { id, request } => self.on_request(id, request, &mut out),
                 Event::Reload { id, loaded } => self.on_reload(id, loaded, &mut out),
                 Event::StopSignal(sig) => self.on_stop_signal(now, sig, &mut out),
@@ -305,6 +315,12 @@ impl Plan {
     /// The "shutdown budget spent" error was reported in this shutdown.
     pub fn budget_reported(&self) -> bool {
         self.shutdown.as_ref().is_some_and(|s| s.reported)
+    }
+
+    /// The critical unit that failed for good and so ends the container:
+    /// its block is the last thing flowinit prints before its farewell.
+    pub fn ended_by(&self) -> Option<SlotId> {
+        self.shutdown.as_ref()?.ended_by
     }
 
     /// The code flowinit exits with: 1 after a critical failure, else 0.
@@ -355,7 +371,11 @@ impl Plan {
         }
     }
 
-    fn on_status(&mut self, now: Instant, id: SlotId, mut status: UnitStatus) {
+    /// A unit's new status. One that failed for good gets its block
+    /// printed: at once, or, for the critical unit that ends the container,
+    /// last of all. A failure the plan imposed (a required unit failed)
+    /// has no block of its own, unless it ends the container.
+    fn on_status(&mut self, now: Instant, id: SlotId, mut status: UnitStatus, out: &mut Vec<Command>) {
         let Some(i) = self.position(id) else { return };
         let slot = &mut self.slots[i];
         if let (Some(why), true) = (&slot.failed_because, status.state.is_settled()) {
@@ -364,13 +384,21 @@ impl Plan {
         }
         let newly_failed = status.state == State::Failed && slot.status.state != State::Failed;
         slot.status = status;
-        if newly_failed && slot.unit.critical && self.shutdown.is_none() {
+        if !newly_failed {
+            return;
+        }
+        if slot.unit.critical && self.shutdown.is_none() {
             tracing::error!(
                 "critical unit {} failed for good ({}); stopping everything",
                 slot.unit.name,
                 slot.status.reason.as_deref().unwrap_or("no reason")
             );
             self.begin_shutdown(now, 1);
+            if let Some(sd) = self.shutdown.as_mut() {
+                sd.ended_by = Some(id);
+            }
+        } else if slot.status.failure.is_some() {
+            out.push(Command::Diagnose { slot: id });
         }
     }
 
@@ -401,7 +429,8 @@ impl Plan {
         if self.shutdown.is_some() {
             return;
         }
-        self.shutdown = Some(Shutdown { deadline: now + self.budget, code, hurried: false, reported: false });
+        self.shutdown =
+            Some(Shutdown { deadline: now + self.budget, code, hurried: false, reported: false, ended_by: None });
         for slot in &mut self.slots {
             if slot.want == Want::Run {
                 slot.want = Want::Stop;
@@ -618,7 +647,8 @@ impl Plan {
                     tracing::error!("unit {}: not starting: {why}", slot.unit.name);
                     slot.start_sent = true;
                     let id = slot.id;
-                    self.on_status(now, id, UnitStatus::new(State::Failed, Some(why)));
+                    // An imposed failure carries no runs: no command comes of it.
+                    self.on_status(now, id, UnitStatus::new(State::Failed, Some(why)), &mut Vec::new());
                     return None;
                 }
                 tracing::error!("unit {}: stopping: {why}", slot.unit.name);

@@ -3,17 +3,20 @@
 //! checks of what it shows (`=`). No processes, no clock: time moves only
 //! by `> +2s`.
 //!
-//! Events: `begin`; `NAME STATE [restarts=N] [killed]` (a unit task's
-//! report); `start|stop|restart NAMES…` (control requests, numbered #1,
+//! Events: `begin`; `NAME STATE [restarts=N] [killed] [runs=N]` (a unit
+//! task's report; `runs=N`: it failed for good by itself after N runs); `start|stop|restart NAMES…` (control requests, numbered #1,
 //! #2, … in order); `reload` (the row's second set of files), `reload
 //! invalid`; `sigterm`; `budget` (the budget ran out); `+DURATION`.
 //! Commands: `attach NAME`, `detach NAME`, `start NAME`, `stop NAME` (no
 //! deadline), `stop NAME in D`, `hurry NAME in D`, `reconfigure NAME`,
-//! `reply #N: TEXT`, `reply #N error: TEXT` (lines joined by ` | `), `kill all`; `-` for none.
+//! `reply #N: TEXT`, `reply #N error: TEXT` (lines joined by ` | `), `kill all`,
+//! `diagnose NAME` (print its failed-for-good block); `-` for none.
 //! Checks: `= NAME STATE [REASON]`, `= exit CODE`, `= running`, `= budget
-//! spent|kept` (whether the "shutdown budget spent" error was reported).
+//! spent|kept` (whether the "shutdown budget spent" error was reported),
+//! `= ended by NAME|none` (whose block comes before the farewell line).
 
 use super::plan::{Command, Event, Plan, RequestId, UnitRequest, NO_DEADLINE};
+use crate::api::{Failure, RunSummary};
 use crate::config::validate::load_files;
 use crate::config::{LoadContext, UnitSet};
 use crate::process::Signal;
@@ -21,6 +24,7 @@ use crate::supervisor::state::{KillReason, State};
 use crate::supervisor::unit_task::{UnitCmd, UnitStatus};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BUDGET: Duration = Duration::from_secs(9);
@@ -101,6 +105,15 @@ impl World {
                         status.restarts = n.parse().unwrap();
                     } else if *e == "killed" {
                         status.killed = Some(KillReason::Budget);
+                    } else if let Some(n) = e.strip_prefix("runs=") {
+                        let run = RunSummary { ran: Some(Duration::from_secs(1)), end: "exited 1".into() };
+                        status.failure = Some(Arc::new(Failure {
+                            runs: vec![run; n.parse().unwrap()],
+                            span: Duration::from_secs(3),
+                            start_limit_burst: 5,
+                            start_limit_interval: Duration::from_secs(120),
+                            no_restart: false,
+                        }));
                     } else {
                         status.reason = Some(e.to_string());
                     }
@@ -148,6 +161,7 @@ impl World {
                     format!("reply #{} error: {}", id.0, e.to_string().replace('\n', " | "))
                 }
                 Command::KillAll => "kill all".into(),
+                Command::Diagnose { slot } => format!("diagnose {}", name(slot)),
             })
             .collect();
         if shown.is_empty() {
@@ -171,6 +185,11 @@ impl World {
             ["running"] => {
                 let got = self.plan.finished();
                 got.is_none().then_some(()).ok_or(format!("finished() = {got:?}"))
+            }
+            ["ended", "by", name] => {
+                let got = self.plan.ended_by().map(|id| self.names[&id].clone());
+                let want = (*name != "none").then(|| name.to_string());
+                (got == want).then_some(()).ok_or(format!("ended_by() = {got:?}"))
             }
             [name, state, reason @ ..] => {
                 let s = self.plan.slots().iter().find(|s| s.unit.name == *name).ok_or(format!("no unit {name}"))?;
@@ -467,6 +486,95 @@ const ROWS: &[Row] = &[
             > a failed
             < -
             = b inactive
+            = exit 1
+        ",
+    },
+    // ---- the block about a unit that failed for good
+    Row {
+        name: "diagnose: a unit that fails for good by itself gets its block at once",
+        units: &[("a", SVC), ("b", SVC)],
+        reloaded: &[],
+        script: "
+            > begin
+            > a running
+            > a failed runs=3
+            < diagnose a
+            = running
+            = ended by none
+            > a failed runs=3
+            < -
+        ",
+    },
+    Row {
+        name: "diagnose: the critical unit that ends the container gets its block last, not at once",
+        units: &[("a", unit!("[unit]", "critical = true", "[service]", "command = [\"true\"]")), ("b", SVC)],
+        reloaded: &[],
+        script: "
+            > begin
+            > a running
+            > b running
+            > a failed runs=1
+            < stop b in 9s
+            = ended by a
+            > b stopped
+            < -
+            = exit 1
+            = ended by a
+        ",
+    },
+    Row {
+        name: "diagnose: a failure imposed by a required unit's has no block of its own",
+        units: A_B,
+        reloaded: &[],
+        script: "
+            > begin
+            > a running
+            < start b
+            > b running
+            > a failed runs=2
+            < diagnose a; stop b
+            > b stopped
+            < -
+            = b failed required unit a failed
+        ",
+    },
+    Row {
+        name: "diagnose: a critical unit failed by its requirement ends the container with its block",
+        units: &[
+            ("a", SVC),
+            ("b", unit!("[unit]", "critical = true", "requires = [\"a\"]", "[service]", "command = [\"true\"]")),
+        ],
+        reloaded: &[],
+        script: "
+            > begin
+            > a running
+            < start b
+            > b running
+            > a failed runs=1
+            < diagnose a; stop b
+            > b stopped
+            < -
+            = b failed required unit a failed
+            = ended by b
+            = exit 1
+        ",
+    },
+    Row {
+        name: "diagnose: a second critical failure during the shutdown is printed at once",
+        units: &[
+            ("a", unit!("[unit]", "critical = true", "[service]", "command = [\"true\"]")),
+            ("b", unit!("[unit]", "critical = true", "[service]", "command = [\"true\"]")),
+        ],
+        reloaded: &[],
+        script: "
+            > begin
+            > a running
+            > b running
+            > a failed runs=1
+            < stop b in 9s
+            > b failed runs=2
+            < diagnose b
+            = ended by a
             = exit 1
         ",
     },

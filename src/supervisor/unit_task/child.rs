@@ -1,8 +1,9 @@
-//! The unit actor's one seam to the OS: starting the unit's process,
-//! signalling its group, asking whether the group is still there, sweeping
-//! what a run left outside its group, starting probes, measuring what the
-//! run's processes use, and whether the routers' requests to the unit are
-//! done. [`RealChild`] does it through `process`, `probe` and the
+//! The unit actor's one seam to the OS: starting the unit's process (and
+//! knowing when all its output was read), signalling its group, asking
+//! whether the group is still there, sweeping what a run left outside its
+//! group, starting probes, reading the OOM killer's count, measuring what
+//! the run's processes use, and whether the routers' requests to the unit
+//! are done. [`RealChild`] does it through `process`, `probe` and the
 //! published readiness; the tests use a fake that records every call and
 //! decides when a child exits.
 
@@ -12,6 +13,7 @@ use crate::logs::forward::{forward, UnitLog};
 use crate::logs::watch::LineWatch;
 use crate::logs::{LogSink, Stream};
 use crate::probe::{self, ProbeTask};
+use crate::process::cgroup::{self, OomKills};
 use crate::process::reaper::Spawned;
 use crate::process::tree::signal_tagged;
 use crate::process::usage::{self, Usage};
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// One run of a unit (one spawn of its main process): the value of
@@ -43,10 +46,33 @@ impl RunTag {
     }
 }
 
+/// The forwarders of one run's stdout and stderr: done when both pipes
+/// reached EOF, every line of the run then being in the unit's ring.
+pub struct Output(Vec<JoinHandle<()>>);
+
+impl Output {
+    /// Nothing to wait for.
+    #[cfg(test)]
+    pub fn none() -> Output {
+        Output(Vec::new())
+    }
+
+    /// Waits until the run's output is all read, at most `limit` (a
+    /// process that left the group may hold a pipe open). True when it is.
+    pub async fn read_all(self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        let mut all = true;
+        for task in self.0 {
+            all &= tokio::time::timeout_at(until, task).await.is_ok();
+        }
+        all
+    }
+}
+
 pub trait Child: Send + Sync + 'static {
     /// Starts the unit's main process in a session of its own, tagged with
     /// `run`, with `extra_env` added (NOTIFY_SOCKET).
-    fn spawn(&self, run: &RunTag, extra_env: Vec<(OsString, OsString)>) -> Result<Spawned, SpawnError>;
+    fn spawn(&self, run: &RunTag, extra_env: Vec<(OsString, OsString)>) -> Result<(Spawned, Output), SpawnError>;
     /// `Ok(false)` when no member of the group is left.
     fn signal_group(&self, pgid: Pgid, sig: Signal) -> Result<bool, Errno>;
     fn group_alive(&self, pgid: Pgid) -> bool;
@@ -66,6 +92,11 @@ pub trait Child: Send + Sync + 'static {
     /// No router request to the unit is in flight, and the routers know it
     /// is not up (none can start).
     fn drained(&self) -> bool;
+    /// The OOM killer's count for flowinit's cgroup, if readable.
+    fn oom_kills(&self) -> Option<OomKills>;
+    /// Puts one OOM kill seen between the counts `before` and `after` down
+    /// to this run's death; false when other units' deaths took them all.
+    fn take_oom_kill(&self, before: u64, after: u64) -> bool;
 }
 
 /// The real thing: the reaper, process groups, /proc and the log pipeline.
@@ -79,7 +110,7 @@ pub struct RealChild {
 }
 
 impl Child for RealChild {
-    fn spawn(&self, run: &RunTag, extra_env: Vec<(OsString, OsString)>) -> Result<Spawned, SpawnError> {
+    fn spawn(&self, run: &RunTag, extra_env: Vec<(OsString, OsString)>) -> Result<(Spawned, Output), SpawnError> {
         let svc = &self.service;
         let mut env = svc.process_env(&self.log.name, Some(&run.0));
         env.extend(extra_env);
@@ -106,9 +137,11 @@ impl Child for RealChild {
             stdio: Stdio3::Piped { stdout: out_w.into(), stderr: err_w.into() },
         };
         let child = self.reaper.spawn(spec)?;
-        tokio::spawn(forward(out_r.into(), Stream::Stdout, self.log.clone(), self.sink.clone()));
-        tokio::spawn(forward(err_r.into(), Stream::Stderr, self.log.clone(), self.sink.clone()));
-        Ok(child)
+        let output = Output(vec![
+            tokio::spawn(forward(out_r.into(), Stream::Stdout, self.log.clone(), self.sink.clone())),
+            tokio::spawn(forward(err_r.into(), Stream::Stderr, self.log.clone(), self.sink.clone())),
+        ]);
+        Ok((child, output))
     }
 
     fn signal_group(&self, pgid: Pgid, sig: Signal) -> Result<bool, Errno> {
@@ -140,6 +173,14 @@ impl Child for RealChild {
 
     fn drained(&self) -> bool {
         self.traffic.drained(&self.readiness.borrow(), &self.log.name)
+    }
+
+    fn oom_kills(&self) -> Option<OomKills> {
+        cgroup::oom_kills()
+    }
+
+    fn take_oom_kill(&self, before: u64, after: u64) -> bool {
+        cgroup::take_one(before, after)
     }
 }
 

@@ -2,8 +2,10 @@
 //! after draining the routers' requests to it, the cleanup of what a run
 //! leaves behind), its restart timing, its probes and its memory_max
 //! check, and reports every state change to the manager as a full
-//! [`UnitStatus`]. It acts only on the manager's commands; it never looks
-//! at other units. Everything it does to processes goes through the
+//! [`UnitStatus`]; when it fails for good by itself, that status carries
+//! how its runs within the start-limit window went ([`Failure`]). It acts
+//! only on the manager's commands; it never looks at other units.
+//! Everything it does to processes goes through the
 //! [`Child`] seam ([`child`]), so `tests` run it against a fake child under
 //! paused time.
 
@@ -12,8 +14,9 @@ mod child;
 mod tests;
 
 use super::backoff::{restart_delay, StartLimit};
+use super::diagnosis::{exit_cause, oom_rise};
 use super::state::{after_run, AfterExit, KillReason, RunEnd, State};
-use crate::api::{Readiness, Traffic};
+use crate::api::{Failure, Readiness, RunSummary, Traffic};
 use crate::config::size::format_bytes;
 use crate::config::unit::{MemoryLimit, Service, ServiceKind, MEMORY_CHECKS_OVER};
 use crate::logs::forward::UnitLog;
@@ -22,7 +25,8 @@ use crate::logs::LogSink;
 use crate::probe::notify::{self, NotifySocket};
 use crate::probe::{ProbeResult, ProbeTask};
 use crate::process::{Pgid, Pid, Reaper, Signal, Termination};
-use child::{wait_until, Child, RealChild, RunTag};
+use child::{wait_until, Child, Output, RealChild, RunTag};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -115,6 +119,55 @@ const SHORTAGE_RETRY: (Duration, Duration) = (Duration::from_millis(100), Durati
 /// At most one log line per this interval about probe attempts skipped
 /// for flowinit's own shortage.
 const SHORTAGE_NOTE_EVERY: Duration = Duration::from_secs(30);
+/// How long a unit that failed for good waits for the last lines of its
+/// run to be read before it reports the failure (whose block shows them).
+const OUTPUT_GRACE: Duration = Duration::from_secs(1);
+
+/// The runs since the last start asked for (by the manager), for the
+/// report of a unit that fails for good.
+#[derive(Default)]
+struct History {
+    /// Oldest first, at most start_limit_burst of them: never more than
+    /// the start limit's window holds.
+    runs: VecDeque<RunSummary>,
+    /// How the last run ended, as the log said it.
+    last_why: Option<String>,
+    /// The last run's output forwarders.
+    output: Option<Output>,
+}
+
+impl History {
+    fn ended(&mut self, run: RunSummary, why: &str, output: Option<Output>, keep: u32) {
+        self.runs.push_back(run);
+        while self.runs.len() > keep.max(1) as usize {
+            self.runs.pop_front();
+        }
+        self.last_why = Some(why.to_string());
+        self.output = output;
+    }
+
+    /// Waits (at most [`OUTPUT_GRACE`]) until the last run's lines are in
+    /// the ring.
+    async fn read_output(&mut self) {
+        if let Some(output) = self.output.take() {
+            output.read_all(OUTPUT_GRACE).await;
+        }
+    }
+
+    /// The runs of the start limit's window, as of `now`.
+    fn failure(&self, svc: &Service, limit: &StartLimit, now: Instant, no_restart: bool) -> Arc<Failure> {
+        let runs: Vec<RunSummary> =
+            self.runs.iter().skip(self.runs.len().saturating_sub(limit.count())).cloned().collect();
+        let span = limit.first().map_or(Duration::ZERO, |t| now.into_std().saturating_duration_since(t));
+        Arc::new(Failure {
+            runs,
+            span,
+            start_limit_burst: svc.start_limit_burst,
+            start_limit_interval: svc.start_limit_interval,
+            no_restart,
+        })
+    }
+}
 
 fn shown(d: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
@@ -156,12 +209,15 @@ impl<C: Child> Actor<C> {
         // Why the last run was restarted for memory: the next start is not
         // counted by the start limit, and says why it happened.
         let mut memory_restart: Option<String> = None;
+        let mut history = History::default();
+        status.failure = None;
         let notify = match svc.kind {
             ServiceKind::Notify => match NotifySocket::bind(self.name()) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     let why = format!("cannot create its notify socket: {e}");
                     tracing::error!("unit {}: {why}", self.name());
+                    status.failure = Some(history.failure(&svc, limit, Instant::now(), false));
                     self.report(status, State::Failed, None, Some(why)).await;
                     return;
                 }
@@ -173,11 +229,13 @@ impl<C: Child> Actor<C> {
             if restarted_for.is_none() && !limit.try_start(Instant::now().into_std()) {
                 let why = format!(
                     "{}start limit reached ({} starts within {})",
-                    status.last_exit.map(|t| format!("{t}; ")).unwrap_or_default(),
+                    history.last_why.as_deref().map(|w| format!("{w}; ")).unwrap_or_default(),
                     svc.start_limit_burst,
                     humantime::format_duration(svc.start_limit_interval)
                 );
-                tracing::error!("unit {} failed for good: {why}", self.name());
+                // Logged by the manager, in the block about the failure.
+                history.read_output().await;
+                status.failure = Some(history.failure(&svc, limit, Instant::now(), false));
                 self.report(status, State::Failed, None, Some(why)).await;
                 return;
             }
@@ -186,7 +244,8 @@ impl<C: Child> Actor<C> {
             }
             let run = RunTag::next(self.name());
             let extra_env = notify.iter().map(|n| ("NOTIFY_SOCKET".into(), n.env_value.clone().into())).collect();
-            let spawned = match self.child.spawn(&run, extra_env) {
+            let oom_before = self.child.oom_kills();
+            let (spawned, output) = match self.child.spawn(&run, extra_env) {
                 Ok(c) => c,
                 Err(e) => {
                     if let Some(shortage) = e.resource_shortage() {
@@ -210,12 +269,17 @@ impl<C: Child> Actor<C> {
                     }
                     let why = format!("failed to start {}: {e}", svc.program.display());
                     tracing::error!("unit {}: {why}", self.name());
-                    if !self.after(status, &mut failures, RunEnd::SpawnFailed, None, why).await {
+                    history.ended(RunSummary { ran: None, end: why.clone() }, &why, None, svc.start_limit_burst);
+                    let end = RunEnd::SpawnFailed;
+                    if !self.after(status, &mut failures, end, None, why, &mut history, limit).await {
                         return;
                     }
                     continue;
                 }
             };
+            // How long the run lasted counts from here, not from after the
+            // report below (which may wait for the manager).
+            let up_since = Instant::now();
             shortage_delay = None;
             let pid = spawned.pid;
             let pgid = Pgid::of_leader(pid);
@@ -231,13 +295,19 @@ impl<C: Child> Actor<C> {
             status.run = Some(run.0.as_str().into());
             let reason = restarted_for.map(|why| format!("restarted after {why}"));
             self.report(status, up_state, Some(pid), reason).await;
-            let up_since = Instant::now();
             let mut exit = spawned.exit;
             let (end, why) = match self.supervise(status, pid, &run, &mut exit, notify.as_ref()).await {
                 Outcome::Exited(term) => {
+                    let ran = up_since.elapsed();
+                    // A kill of the OOM killer's explains one death only.
+                    let rise = oom_rise(oom_before, self.child.oom_kills())
+                        .filter(|r| !term.success() && self.child.take_oom_kill(r.before, r.after));
+                    let why = exit_cause(term, rise);
                     status.last_exit = Some(term);
                     self.clean_up(pgid, Some(pgid), run);
-                    (RunEnd::Exited(term), term.to_string())
+                    let summary = RunSummary { ran: Some(ran), end: term.to_string() };
+                    history.ended(summary, &why, Some(output), svc.start_limit_burst);
+                    (RunEnd::Exited(term), why)
                 }
                 Outcome::StopRequested(deadline) => {
                     self.stop(status, pid, exit, deadline, run).await;
@@ -255,6 +325,8 @@ impl<C: Child> Actor<C> {
                         self.report(status, State::Stopped, None, stopped.reason).await;
                         return;
                     }
+                    let summary = RunSummary { ran: Some(up_since.elapsed()), end: why.clone() };
+                    history.ended(summary, &why, Some(output), svc.start_limit_burst);
                     (RunEnd::Unhealthy, why)
                 }
                 Outcome::MemoryExceeded(why) => {
@@ -275,7 +347,7 @@ impl<C: Child> Actor<C> {
                     continue;
                 }
             };
-            if !self.after(status, &mut failures, end, Some(up_since), why).await {
+            if !self.after(status, &mut failures, end, Some(up_since), why, &mut history, limit).await {
                 return;
             }
         }
@@ -285,6 +357,7 @@ impl<C: Child> Actor<C> {
     /// restart_delay_max starts the failure count afresh; then the run is
     /// done, failed for good, or backed off from. True when the unit should
     /// start again.
+    #[expect(clippy::too_many_arguments, reason = "the run's facts and the unit's counters, all used once")]
     async fn after(
         &mut self,
         status: &mut UnitStatus,
@@ -292,6 +365,8 @@ impl<C: Child> Actor<C> {
         end: RunEnd,
         up_since: Option<Instant>,
         why: String,
+        history: &mut History,
+        limit: &StartLimit,
     ) -> bool {
         let svc = self.service.clone();
         if up_since.is_some_and(|t| t.elapsed() >= svc.restart_delay_max) {
@@ -304,13 +379,9 @@ impl<C: Child> Actor<C> {
                 false
             }
             AfterExit::Fail => {
-                match end {
-                    RunEnd::Exited(_) => {
-                        tracing::error!("unit {} {why}; failed for good (restart = \"no\")", self.name())
-                    }
-                    // Already logged when it happened.
-                    _ => tracing::error!("unit {} failed for good (restart = \"no\")", self.name()),
-                }
+                // Logged by the manager, in the block about the failure.
+                history.read_output().await;
+                status.failure = Some(history.failure(&svc, limit, Instant::now(), true));
                 self.report(status, State::Failed, None, Some(why)).await;
                 false
             }

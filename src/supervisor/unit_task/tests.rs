@@ -1,12 +1,15 @@
 //! The unit actor against a fake child, under paused time: every call to
 //! the child is recorded with the (virtual) time it happened at, and the
 //! test decides when a child exits, whether it obeys its stop signal,
-//! whether its group lingers and whether it left a process outside it.
+//! whether its group lingers, whether it left a process outside it and
+//! whether the OOM killer's count rose with its death.
 
-use super::child::{Child, RunTag};
+use super::child::{Child, Output, RunTag};
 use super::*;
+use crate::api::{Failure, RunSummary};
 use crate::config::unit::{Env, Liveness, ProbeKind, RestartPolicy};
 use crate::probe::ProbeError;
+use crate::process::cgroup::OomKills;
 use crate::process::reaper::Spawned;
 use crate::process::{Shortage, SpawnError, SpawnStep};
 use nix::errno::Errno;
@@ -36,9 +39,12 @@ struct Plan {
     lingers: bool,
     /// Leaves a process outside its group (setsid), which obeys like it.
     escapes: bool,
+    /// When it ends by itself, the OOM killer's count goes up first.
+    oom_killed: bool,
 }
 
-const RUNS: Plan = Plan { fail: None, exit_after: None, obeys: true, lingers: false, escapes: false };
+const RUNS: Plan =
+    Plan { fail: None, exit_after: None, obeys: true, lingers: false, escapes: false, oom_killed: false };
 
 fn exits(after_ms: u64, code: i32) -> Plan {
     Plan { exit_after: Some((Duration::from_millis(after_ms), Termination::Exited(code))), ..RUNS }
@@ -65,6 +71,10 @@ struct World {
     rss: u64,
     /// Router requests to the unit are in flight (a stop drains them).
     in_flight: bool,
+    /// The OOM killer's count, `None`: unreadable.
+    oom: Option<u64>,
+    /// Up to which count OOM kills were put down to a death.
+    oom_explained: u64,
 }
 
 #[derive(Clone)]
@@ -82,7 +92,14 @@ impl FakeChild {
             probes: Vec::new(),
             rss: 0,
             in_flight: false,
+            oom: None,
+            oom_explained: 0,
         })))
+    }
+
+    fn with_oom_count(self, count: u64) -> FakeChild {
+        self.world().oom = Some(count);
+        self
     }
 
     fn world(&self) -> std::sync::MutexGuard<'_, World> {
@@ -101,6 +118,9 @@ impl FakeChild {
     /// The main process `pid` ends with `term`; its group goes unless it lingers.
     fn end(&self, pid: i32, term: Termination) {
         let mut w = self.world();
+        if w.procs.iter().any(|p| p.pid == pid && p.plan.oom_killed && p.exit.is_some()) {
+            w.oom = w.oom.map(|n| n + 1);
+        }
         if let Some(p) = w.procs.iter_mut().find(|p| p.pid == pid) {
             if let Some(tx) = p.exit.take() {
                 let _ = tx.send(term);
@@ -120,7 +140,7 @@ impl FakeChild {
 }
 
 impl Child for FakeChild {
-    fn spawn(&self, run: &RunTag, _extra_env: Vec<(OsString, OsString)>) -> Result<Spawned, SpawnError> {
+    fn spawn(&self, run: &RunTag, _extra_env: Vec<(OsString, OsString)>) -> Result<(Spawned, Output), SpawnError> {
         let mut w = self.world();
         let plan = w.plans.pop_front().unwrap_or(w.default);
         if let Some(errno) = plan.fail {
@@ -140,7 +160,7 @@ impl Child for FakeChild {
                 me.end(pid, term);
             });
         }
-        Ok(Spawned { pid: Pid::new(pid).unwrap(), exit })
+        Ok((Spawned { pid: Pid::new(pid).unwrap(), exit }, Output::none()))
     }
 
     fn signal_group(&self, pgid: Pgid, sig: Signal) -> Result<bool, Errno> {
@@ -202,6 +222,17 @@ impl Child for FakeChild {
 
     fn drained(&self) -> bool {
         !self.world().in_flight
+    }
+
+    fn oom_kills(&self) -> Option<OomKills> {
+        self.world().oom.map(|count| OomKills { file: "memory.events", count })
+    }
+
+    fn take_oom_kill(&self, before: u64, after: u64) -> bool {
+        let mut w = self.world();
+        let taken = crate::process::cgroup::claim(w.oom_explained, before, after);
+        w.oom_explained = taken.unwrap_or(w.oom_explained);
+        taken.is_some()
     }
 }
 
@@ -658,4 +689,157 @@ async fn the_drain_before_a_stop_takes_at_most_stop_timeout_and_the_deadline() {
     h.send(UnitCmd::Stop { deadline: h.deadline_in(s(2)) }).await;
     let (at, _) = h.until(State::Stopped).await;
     assert_eq!(at - t, s(2), "the shutdown budget's deadline cuts the drain");
+}
+
+// ---- crash diagnostics
+
+fn killed_after(ms_: u64, oom_killed: bool) -> Plan {
+    Plan { exit_after: Some((ms(ms_), Termination::Signaled(Signal::KILL))), oom_killed, ..RUNS }
+}
+
+fn ran(ms_: u64, end: &str) -> RunSummary {
+    RunSummary { ran: Some(ms(ms_)), end: end.into() }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sigkill_flowinit_did_not_send_is_called_so() {
+    let mut h = start(service(), FakeChild::new(RUNS, [killed_after(2000, false)]).with_oom_count(3));
+    h.send(UnitCmd::Start).await;
+    let (at, st) = h.until(State::Starting).await;
+    assert_eq!(at, s(2));
+    assert_eq!(
+        st.reason.as_deref(),
+        Some("killed by SIGKILL, not sent by flowinit (probably the kernel OOM killer, or kill -9 from outside), restarting in 1s")
+    );
+    assert_eq!(st.last_exit, Some(Termination::Signaled(Signal::KILL)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sigkill_while_the_oom_count_rose_names_the_oom_killer() {
+    let mut h = start(service(), FakeChild::new(RUNS, [killed_after(500, true)]).with_oom_count(3));
+    h.send(UnitCmd::Start).await;
+    let (_, st) = h.until(State::Starting).await;
+    assert_eq!(
+        st.reason.as_deref(),
+        Some("killed by SIGKILL (not sent by flowinit): the kernel OOM killer killed a process (memory.events oom_kill 3 → 4), restarting in 1s")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_oom_count_falls_back_to_the_guess() {
+    let mut h = start(service(), FakeChild::new(RUNS, [killed_after(500, true)]));
+    h.send(UnitCmd::Start).await;
+    let (_, st) = h.until(State::Starting).await;
+    assert!(
+        st.reason.as_deref().is_some_and(|r| r.starts_with("killed by SIGKILL, not sent by flowinit (probably")),
+        "{st:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_start_limit_failure_carries_the_runs_of_its_window() {
+    let mut svc = service();
+    (svc.start_limit_burst, svc.restart_delay, svc.restart_delay_max) = (3, ms(100), s(1));
+    let plans = [exits(1500, 3), exits(700, 3), exits(6100, 3)];
+    let mut h = start(svc, FakeChild::new(RUNS, plans).with_oom_count(0));
+    h.send(UnitCmd::Start).await;
+    let (at, st) = h.until(State::Failed).await;
+    // Runs of 1.5 s, 0.7 s and 6.1 s with delays of 100 ms and 200 ms
+    // between them, then the third delay (100 ms again: the 6.1 s run
+    // outlasted restart_delay_max) before the refused fourth start.
+    assert_eq!(at, ms(1500 + 100 + 700 + 200 + 6100 + 100));
+    assert_eq!(st.reason.as_deref(), Some("exited 3; start limit reached (3 starts within 2m)"));
+    let want = Failure {
+        runs: vec![ran(1500, "exited 3"), ran(700, "exited 3"), ran(6100, "exited 3")],
+        span: ms(8700),
+        start_limit_burst: 3,
+        start_limit_interval: s(120),
+        no_restart: false,
+    };
+    assert_eq!(st.failure.as_deref(), Some(&want));
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_no_reports_its_one_run() {
+    let mut svc = service();
+    svc.restart = RestartPolicy::No;
+    let mut h = start(svc, FakeChild::new(exits(250, 1), []));
+    h.send(UnitCmd::Start).await;
+    let (_, st) = h.until(State::Failed).await;
+    let f = st.failure.expect("a failure report");
+    assert_eq!((f.runs.clone(), f.span, f.no_restart), (vec![ran(250, "exited 1")], ms(250), true));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_start_limit_reason_names_the_last_failure_not_flowinits_stop() {
+    // Not ready by start_timeout: flowinit stops it with SIGTERM; that
+    // signal is not why the unit failed.
+    let mut svc = service();
+    (svc.start_limit_burst, svc.restart_delay) = (2, ms(100));
+    svc.readiness = Some(crate::config::unit::Readiness {
+        kind: ProbeKind::Tcp { addr: "127.0.0.1:1".into() },
+        interval: s(1),
+        timeout: s(1),
+        start_timeout: s(3),
+    });
+    let mut h = start(svc, FakeChild::new(RUNS, []));
+    h.send(UnitCmd::Start).await;
+    let (_, st) = h.until(State::Failed).await;
+    assert_eq!(
+        st.reason.as_deref(),
+        Some("not ready within start_timeout 3s; start limit reached (2 starts within 2m)")
+    );
+    let f = st.failure.expect("a failure report");
+    assert_eq!(
+        f.runs,
+        [ran(3000, "not ready within start_timeout 3s"), ran(3000, "not ready within start_timeout 3s")]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn runs_that_could_not_start_are_shown_as_such_and_a_new_start_forgets_old_runs() {
+    let mut svc = service();
+    (svc.start_limit_burst, svc.restart_delay) = (2, ms(100));
+    let enoent = Plan { fail: Some(libc::ENOENT), ..RUNS };
+    let mut h = start(svc, FakeChild::new(exits(10, 1), [enoent, exits(40, 1)]));
+    h.send(UnitCmd::Start).await;
+    let (_, st) = h.until(State::Failed).await;
+    let f = st.failure.expect("a failure report");
+    assert_eq!(f.runs.len(), 2);
+    assert_eq!(f.runs[0].ran, None);
+    assert!(f.runs[0].end.starts_with("failed to start /bin/app: "), "{:?}", f.runs[0]);
+    assert_eq!(f.runs[1], ran(40, "exited 1"));
+    h.send(UnitCmd::Start).await;
+    let (_, st) = h.until(State::Failed).await;
+    assert_eq!(st.failure.expect("a failure report").runs, [ran(10, "exited 1"), ran(10, "exited 1")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oom_kill_that_took_another_units_process_is_not_this_ones() {
+    // Two units on one (fake) cgroup: `hog` is OOM-killed at 0.5 s while
+    // `app` runs; app is killed with kill -9 at 1 s. Its run saw the count
+    // rise, but that kill was hog's.
+    let fake = FakeChild::new(RUNS, [killed_after(1000, false), killed_after(500, true)]).with_oom_count(3);
+    let mut app = start(service(), fake.clone());
+    app.send(UnitCmd::Start).await;
+    app.until(State::Running).await;
+    let mut hog = start(service(), fake);
+    hog.send(UnitCmd::Start).await;
+    let (at, st) = hog.until(State::Starting).await;
+    assert_eq!(at, ms(500));
+    assert!(
+        st.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("the kernel OOM killer killed a process (memory.events oom_kill 3 → 4)")),
+        "{st:?}"
+    );
+    let (at, st) = app.until(State::Starting).await;
+    assert_eq!(at, s(1));
+    assert_eq!(
+        st.reason.as_deref(),
+        Some(&*format!(
+            "{}, restarting in 1s",
+            "killed by SIGKILL, not sent by flowinit (probably the kernel OOM killer, or kill -9 from outside)"
+        ))
+    );
 }
