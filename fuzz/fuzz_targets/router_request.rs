@@ -5,7 +5,9 @@
 //! headers), which stay; `set_forwarded` always leaves exactly one
 //! X-Forwarded-For ending with the peer and never trusts a client's
 //! forwarding headers unless told to; `check_framing` passes only a body
-//! framed by at most one of Content-Length and a lone `chunked`.
+//! framed by at most one of Content-Length and a lone `chunked`;
+//! `sane_request_id` passes only a lone X-Request-Id of 1 to 200 bytes that
+//! need no escaping (no space, quote, backslash, control byte or obs-text).
 //!
 //! Input: a raw request head, so seeds are real requests. The first line is
 //! the request line (its second word is the path; a line without spaces is
@@ -16,8 +18,8 @@
 
 use flowinit::config::unit::Route;
 use flowinit::router::routes::{
-    check_framing, peer_value, pick, set_forwarded, strip_hop_by_hop, upstream_path, wants_upgrade, HOP_BY_HOP,
-    protected,
+    check_framing, peer_value, pick, sane_request_id, set_forwarded, strip_hop_by_hop, upstream_path, wants_upgrade,
+    HOP_BY_HOP, MAX_REQUEST_ID_LEN, X_REQUEST_ID, protected,
 };
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use libfuzzer_sys::fuzz_target;
@@ -172,6 +174,16 @@ fuzz_target!(|data: &[u8]| {
     }
     for n in named.iter().filter(|n| **n != UPGRADE && **n != CONNECTION && !protected(n)) {
         assert!(!kept.contains_key(n), "{n}, named in Connection, survived strip_hop_by_hop(keep_upgrade)");
+    }
+
+    if let Some(id) = sane_request_id(&headers) {
+        assert_eq!(headers.get_all(X_REQUEST_ID).iter().count(), 1, "a sane id from several headers");
+        let b = id.as_bytes();
+        assert!((1..=MAX_REQUEST_ID_LEN).contains(&b.len()), "a sane id of {} bytes", b.len());
+        assert!(
+            b.iter().all(|c| c.is_ascii_graphic() && !b"\"\\,;<>'`{}()[]".contains(c)),
+            "a sane id {id:?} that needs escaping or splits a field"
+        );
     }
 
     for peer in [IpAddr::from([10, 1, 2, 3]), IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, 1])] {

@@ -75,14 +75,23 @@ pub async fn forward(pipe: OwnedFd, stream: Stream, unit: UnitLog, sink: LogSink
     batch.flush(&sink).await;
 }
 
-/// Emits lines that flowinit itself produces on a unit's behalf (the
-/// router's access log) exactly like lines read from a pipe.
-pub async fn emit(unit: &UnitLog, stream: Stream, sink: &LogSink, lines: &[String]) {
-    let size = lines.iter().map(|l| l.len() + 1).sum();
+/// A line flowinit produces on a unit's behalf (the router's access log).
+pub struct OwnLine {
+    /// As the plain format, the ring, the log file and `msg` show it.
+    pub text: String,
+    /// In the JSON format, more members of the object after `msg`
+    /// (`"k":v,…`, no braces, no leading comma), already JSON.
+    pub fields: Option<String>,
+}
+
+/// Emits lines that flowinit itself produces on a unit's behalf exactly
+/// like lines read from a pipe, with their own JSON fields.
+pub async fn emit(unit: &UnitLog, stream: Stream, sink: &LogSink, lines: &[OwnLine]) {
+    let size = lines.iter().map(|l| l.text.len() + l.fields.as_ref().map_or(0, String::len) + 1).sum();
     let keep_from = lines.len().saturating_sub(unit.ring.capacity());
     let mut batch = Batch::new(unit, stream, sink.format, size, keep_from);
     for l in lines {
-        batch.line(l.as_bytes());
+        batch.line_with(l.text.as_bytes(), l.fields.as_deref());
     }
     batch.flush(sink).await;
 }
@@ -123,6 +132,10 @@ impl<'a> Batch<'a> {
     }
 
     fn line(&mut self, raw: &[u8]) {
+        self.line_with(raw, None);
+    }
+
+    fn line_with(&mut self, raw: &[u8], fields: Option<&str>) {
         let text = String::from_utf8_lossy(raw);
         match self.format {
             LogFormat::Plain => {
@@ -140,6 +153,10 @@ impl<'a> Batch<'a> {
                 self.out.extend_from_slice(self.stream.as_str().as_bytes());
                 self.out.extend_from_slice(b"\",\"msg\":");
                 json_string(&mut self.out, &text);
+                if let Some(f) = fields.filter(|f| !f.is_empty()) {
+                    self.out.push(b',');
+                    self.out.extend_from_slice(f.as_bytes());
+                }
                 self.out.extend_from_slice(b"}\n");
             }
         }

@@ -6,13 +6,20 @@
 //! Upgrade requests (WebSocket) tunnelled; hop-by-hop headers dropped and
 //! X-Forwarded-* set; 503 with Retry-After while a route's unit is not
 //! ready; 502 with a short JSON body when the upstream fails; slow or
-//! oversized request headers cut off; graceful drain on stop. It learns
-//! unit readiness only from the supervisor's published [`Readiness`].
+//! oversized request headers cut off; graceful drain on stop; a request
+//! id on every request (`request_id`, passed on when the client's is sane),
+//! sent upstream, returned to the client and written in the access log
+//! line (`access`), one per response once it has ended. It learns unit
+//! readiness only from the supervisor's published [`Readiness`].
 
+mod access;
 mod clocks;
 pub mod framing;
+mod request_id;
 pub mod routes;
 mod upstream;
+
+pub use access::Access;
 
 use crate::api::{Readiness, RouterStats, State, TrafficGuard};
 use crate::config::unit::{Route, RouterSpec};
@@ -119,7 +126,7 @@ pub struct Router {
     spec: Arc<RouterSpec>,
     readiness: watch::Receiver<Readiness>,
     stats: Arc<RouterStats>,
-    access: Option<mpsc::Sender<String>>,
+    access: Option<mpsc::Sender<Access>>,
     /// The stop signal [`serve`] gets too: once it is set, every answer
     /// says `Connection: close`.
     stopping: watch::Receiver<bool>,
@@ -150,7 +157,7 @@ impl Router {
         spec: Arc<RouterSpec>,
         readiness: watch::Receiver<Readiness>,
         stats: Arc<RouterStats>,
-        access: Option<mpsc::Sender<String>>,
+        access: Option<mpsc::Sender<Access>>,
         stopping: watch::Receiver<bool>,
     ) -> Router {
         Router { spec, readiness, stats, access, stopping }
@@ -170,11 +177,11 @@ impl Router {
         self.readiness.borrow().enter(name)
     }
 
-    fn log(&self, line: String) {
+    fn log(&self, access: Access) {
         if let Some(tx) = &self.access {
             // Access logging must never slow requests: under extreme output
             // back-pressure, lines are dropped (service lines never are).
-            let _ = tx.try_send(line);
+            let _ = tx.try_send(access);
         }
     }
 }
@@ -221,6 +228,7 @@ async fn serve(
 ) {
     let limit = connection_limit(&router.spec);
     router.stats.max_connections.store(limit as u64, Ordering::Relaxed);
+    request_id::init();
     let mut gate = Gate::new(limit);
     let live = Arc::new(Live(std::sync::Mutex::new(router)));
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -522,16 +530,23 @@ struct Client {
 }
 
 /// A response body that tells the connection's clocks when it ends, and
-/// ends the request's count in its unit's traffic.
+/// writes the request's access log line then, with the bytes it passed,
+/// and ends the request's count in its unit's traffic.
 struct Answer {
     body: Body,
     client: Arc<Client>,
+    /// Boxed: the response is moved a few times, and most of the time
+    /// (no access log, a skipped path) there is none.
+    log: Option<Box<Access>>,
     _unit: Option<TrafficGuard>,
 }
 
 impl Drop for Answer {
     fn drop(&mut self) {
         self.client.clocks.response_done();
+        if let Some(access) = self.log.take() {
+            self.client.router.log(*access);
+        }
     }
 }
 
@@ -543,7 +558,11 @@ impl hyper::body::Body for Answer {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(log)) = (&polled, &mut self.log) {
+            log.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -557,38 +576,39 @@ impl hyper::body::Body for Answer {
 
 async fn handle(c: Arc<Client>, req: Request<Incoming>) -> Result<Response<Answer>, Infallible> {
     c.clocks.request_started();
-    let res = {
+    let (res, log, unit) = {
         let r = &c.live.get();
         r.stats.requests.fetch_add(1, Ordering::Relaxed);
         r.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = InFlight(&r.stats.in_flight);
+        let id = routes::sane_request_id(req.headers()).cloned().unwrap_or_else(request_id::fresh);
         let logged = (r.spec.access_log && !r.spec.access_log_skip.iter().any(|p| p == req.uri().path()))
-            .then(|| (Instant::now(), logged_method(req.method()), req.uri().path().to_string()));
+            .then(|| (Instant::now(), req.method().clone(), req.uri().path().to_string()));
         let mut unit = None;
-        let (mut res, upstream) = route(&c, r, req, &mut unit).await;
+        let (mut res, reached) = route(&c, r, req, &id, &mut unit).await;
         if r.is_stopping() && res.status() != StatusCode::SWITCHING_PROTOCOLS {
             res.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if let Some((start, method, path)) = logged {
-            let ms = start.elapsed().as_secs_f64() * 1000.0;
-            let (peer, status) = (c.peer, res.status().as_u16());
-            r.log(format!("{peer} {method} {path} {status} {ms:.1}ms -> {}", upstream.unwrap_or("-")));
-        }
-        (res, unit)
+        // The router's id, also over one the upstream sent: the client
+        // gets the id its request has in the access log.
+        res.headers_mut().insert(routes::X_REQUEST_ID, id.clone());
+        let log = logged.map(|(start, method, path)| {
+            Box::new(Access {
+                spec: r.spec.clone(),
+                peer: c.peer,
+                method,
+                path,
+                route: reached,
+                status: res.status().as_u16(),
+                head: start.elapsed(),
+                bytes: 0,
+                request_id: id,
+            })
+        });
+        (res, log, unit)
     };
-    let (res, unit) = res;
-    // The body tells the connection's clocks when it ends.
-    Ok(res.map(|body| Answer { body, client: c, _unit: unit }))
-}
-
-/// A method as the access log shows it: cut at `MAX_METHOD_LEN` (a longer
-/// one was refused).
-fn logged_method(m: &hyper::Method) -> String {
-    let m = m.as_str();
-    match m.get(..routes::MAX_METHOD_LEN) {
-        Some(cut) if cut.len() < m.len() => format!("{cut}..."),
-        _ => m.to_string(),
-    }
+    // The body tells the connection's clocks when it ends, and logs.
+    Ok(res.map(|body| Answer { body, client: c, log, _unit: unit }))
 }
 
 /// A refusal of the client's request, after which the connection closes
@@ -599,14 +619,17 @@ fn refused(status: StatusCode, why: &str) -> Response<Body> {
     res
 }
 
-/// `unit`: set to the request's count in its unit's traffic when it goes
-/// to a unit that is up.
-async fn route<'a>(
+/// Answers a request; with the route it took, if any, and whether that
+/// route's upstream was used (forwarded to, or its unit's 503). `unit`: set
+/// to the request's count in its unit's traffic when it goes to a unit
+/// that is up.
+async fn route(
     c: &Client,
-    r: &'a Router,
+    r: &Router,
     mut req: Request<Incoming>,
+    id: &HeaderValue,
     unit: &mut Option<TrafficGuard>,
-) -> (Response<Body>, Option<&'a str>) {
+) -> (Response<Body>, Option<(usize, bool)>) {
     if req.method().as_str().len() > routes::MAX_METHOD_LEN {
         return (refused(StatusCode::NOT_IMPLEMENTED, "unknown method"), None);
     }
@@ -616,7 +639,7 @@ async fn route<'a>(
     if let Err(why) = routes::check_host(req.headers()) {
         return (refused(StatusCode::BAD_REQUEST, why), None);
     }
-    let Some(route) = routes::pick(&r.spec.routes, req.uri().path()) else {
+    let Some((index, route)) = routes::pick_indexed(&r.spec.routes, req.uri().path()) else {
         return (json(StatusCode::NOT_FOUND, serde_json::json!({"error": "no route for this path"})), None);
     };
     if let Some(name) = &route.unit {
@@ -629,7 +652,7 @@ async fn route<'a>(
                 serde_json::json!({"error": "service not ready", "unit": unit, "state": state}),
             );
             res.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
-            return (res, Some(&route.upstream));
+            return (res, Some((index, true)));
         }
         *unit = entered.and_then(|(_, guard)| guard);
     }
@@ -640,13 +663,18 @@ async fn route<'a>(
         let pq = uri.path_and_query().map_or("/", |p| p.as_str());
         match routes::upstream_path(route, pq).parse::<Uri>() {
             Ok(u) => *req.uri_mut() = u,
-            Err(_) => return (json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "bad request target"})), None),
+            Err(_) => {
+                let res = json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "bad request target"}));
+                return (res, Some((index, false)));
+            }
         }
     }
     let upgrade = routes::wants_upgrade(req.headers());
     routes::drop_underscored(req.headers_mut());
     routes::strip_hop_by_hop(req.headers_mut(), upgrade);
     routes::set_forwarded(req.headers_mut(), &c.peer_ip, r.spec.trust_forwarded);
+    // After the hop-by-hop headers went: a client cannot name it away.
+    req.headers_mut().insert(routes::X_REQUEST_ID, id.clone());
     if !req.headers().contains_key(hyper::header::HOST) {
         // HTTP/1.0 without Host: name the upstream, as HTTP/1.1 requires.
         if let Ok(host) = HeaderValue::from_str(&route.upstream) {
@@ -656,7 +684,7 @@ async fn route<'a>(
     // Boxed where rare (an upgrade, a new connection): the future of every
     // request is kept per client connection, and its size is theirs.
     let res = if upgrade { Box::pin(tunnel(c, r, route, req)).await } else { forward(c, r, route, req).await };
-    (res, Some(&route.upstream))
+    (res, Some((index, true)))
 }
 
 fn bad_gateway(r: &Router, route: &Route, detail: upstream::UpstreamError) -> Response<Body> {

@@ -7,7 +7,12 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, UPGRAD
 
 /// The longest prefix that matches `path`.
 pub fn pick<'a>(routes: &'a [Route], path: &str) -> Option<&'a Route> {
-    routes.iter().filter(|r| path.starts_with(&r.prefix)).max_by_key(|r| r.prefix.len())
+    pick_indexed(routes, path).map(|(_, r)| r)
+}
+
+/// [`pick`], with the route's place in `routes`.
+pub fn pick_indexed<'a>(routes: &'a [Route], path: &str) -> Option<(usize, &'a Route)> {
+    routes.iter().enumerate().filter(|(_, r)| path.starts_with(&r.prefix)).max_by_key(|(_, r)| r.prefix.len())
 }
 
 /// The path and query to request from the upstream.
@@ -233,6 +238,33 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trust: bool) {
     }
 }
 
+/// The request id header: taken from a client when sane, else made by
+/// the router; sent upstream and returned to the client.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest client request id passed on (Heroku's limit).
+pub const MAX_REQUEST_ID_LEN: usize = 200;
+
+/// A byte of a sane request id: letters, digits and `._:/+=-`. That holds
+/// UUIDs, nginx's hex ids, base64 and ids with a prefix (`web:1234`), and
+/// nothing that needs escaping in a log line or JSON, nor a space that
+/// would split the plain access line's fields.
+fn request_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"._:/+=-".contains(&b)
+}
+
+/// The client's `X-Request-Id`, if it is to be passed on: exactly one
+/// such header, of 1 to [`MAX_REQUEST_ID_LEN`] sane bytes. Anything else
+/// (several headers, an empty or too long one, control characters,
+/// spaces, quotes) is replaced by a fresh id, never echoed or logged.
+pub fn sane_request_id(headers: &HeaderMap) -> Option<&HeaderValue> {
+    let mut all = headers.get_all(X_REQUEST_ID).iter();
+    let id = all.next()?;
+    let b = id.as_bytes();
+    (all.next().is_none() && (1..=MAX_REQUEST_ID_LEN).contains(&b.len()) && b.iter().all(|&c| request_id_byte(c)))
+        .then_some(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,5 +406,35 @@ mod tests {
         set_forwarded(&mut h, &peer, true);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "6.6.6.6, 10.1.2.3");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+    }
+
+    #[test]
+    fn sane_request_ids_pass_the_rest_do_not() {
+        let one = |v: &[u8]| {
+            let mut h = HeaderMap::new();
+            h.insert(X_REQUEST_ID, HeaderValue::from_bytes(v).unwrap());
+            h
+        };
+        let long = "a".repeat(MAX_REQUEST_ID_LEN);
+        for ok in [
+            "4f3c2a1b0e9d8c7b6a5f4e3d2c1b0a99",
+            "f9ed4675-f1c5-3513-c61a-3b3b4e25b4c0",
+            "x",
+            "web:1234/ab+cd==",
+            "A.b_C-9",
+            long.as_str(),
+        ] {
+            assert_eq!(sane_request_id(&one(ok.as_bytes())).map(|v| v.as_bytes()), Some(ok.as_bytes()), "{ok}");
+        }
+        let too_long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
+        for bad in
+            [&b""[..], too_long.as_bytes(), b"a b", b"a\tb", b"a\"b", b"id;x", b"\xc3\xa9t\xc3\xa9", b"a,b", b"<x>"]
+        {
+            assert!(sane_request_id(&one(bad)).is_none(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        let mut two = one(b"abc");
+        two.append(X_REQUEST_ID, HeaderValue::from_static("abc"));
+        assert!(sane_request_id(&two).is_none(), "two headers, even equal ones");
+        assert!(sane_request_id(&HeaderMap::new()).is_none());
     }
 }

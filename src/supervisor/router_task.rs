@@ -10,9 +10,9 @@ use super::state::State;
 use super::unit_task::{UnitCmd, UnitEvent, UnitStatus};
 use crate::api::{Readiness, RouterStats};
 use crate::config::unit::RouterSpec;
-use crate::logs::forward::{emit, UnitLog};
-use crate::logs::{LogSink, Stream};
-use crate::router::{serve_on_own_thread, Beside, NewConfig, Router};
+use crate::logs::forward::{emit, OwnLine, UnitLog};
+use crate::logs::{LogFormat, LogSink, Stream};
+use crate::router::{serve_on_own_thread, Access, Beside, NewConfig, Router};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -88,11 +88,15 @@ impl RouterTask {
             Err(e) => return self.fail(status, format!("cannot listen on {addr}: {e}")).await,
         };
         // Always there: a reload may turn the access log on.
-        let (access, mut rx) = mpsc::channel::<String>(ACCESS_LOG_QUEUE);
+        let (access, mut rx) = mpsc::channel::<Access>(ACCESS_LOG_QUEUE);
         let (log, sink) = (self.log.clone(), self.sink.clone());
         let access_writer = Some(Box::pin(async move {
-            let mut lines = Vec::new();
-            while rx.recv_many(&mut lines, 256).await > 0 {
+            let json = sink.format == LogFormat::Json;
+            let (mut taken, mut lines) = (Vec::new(), Vec::new());
+            while rx.recv_many(&mut taken, 256).await > 0 {
+                lines.extend(
+                    taken.drain(..).map(|a| OwnLine { text: a.text(), fields: json.then(|| a.json_members()) }),
+                );
                 emit(&log, Stream::Stdout, &sink, &lines).await;
                 lines.clear();
             }
