@@ -315,14 +315,7 @@ impl<C: Child> Actor<C> {
                 }
                 Outcome::Unhealthy(why) => {
                     tracing::error!("unit {}: {why}; stopping it", self.name());
-                    self.report(status, State::Stopping, Some(pid), Some(why.clone())).await;
-                    let stopped = self.terminate(pid, exit, None, false).await;
-                    status.last_exit = stopped.term;
-                    status.killed = stopped.killed;
-                    self.clean_up(pgid, None, run);
-                    if stopped.stop_requested {
-                        tracing::info!("unit {} stopped", self.name());
-                        self.report(status, State::Stopped, None, stopped.reason).await;
+                    if self.stop_for(status, &why, pid, exit, run, false).await {
                         return;
                     }
                     let summary = RunSummary { ran: Some(up_since.elapsed()), end: why.clone() };
@@ -333,14 +326,7 @@ impl<C: Child> Actor<C> {
                     tracing::warn!("unit {}: {why}; restarting it", self.name());
                     status.restarts += 1;
                     status.memory_restarts += 1;
-                    self.report(status, State::Stopping, Some(pid), Some(why.clone())).await;
-                    let stopped = self.terminate(pid, exit, None, true).await;
-                    status.last_exit = stopped.term;
-                    status.killed = stopped.killed;
-                    self.clean_up(pgid, None, run);
-                    if stopped.stop_requested {
-                        tracing::info!("unit {} stopped", self.name());
-                        self.report(status, State::Stopped, None, stopped.reason).await;
+                    if self.stop_for(status, &why, pid, exit, run, true).await {
                         return;
                     }
                     memory_restart = Some(why);
@@ -590,6 +576,31 @@ impl<C: Child> Actor<C> {
     }
 
     /// Stops the running process and reports `stopped`.
+    /// Stops the run for `why` (a failed liveness check, memory_max) before
+    /// the unit goes on by its own rules; `drain`: wait for the routers'
+    /// requests to it first. True when an operator's stop came meanwhile:
+    /// the unit is then reported stopped and stays so.
+    async fn stop_for(
+        &mut self,
+        status: &mut UnitStatus,
+        why: &str,
+        pid: Pid,
+        exit: oneshot::Receiver<Termination>,
+        run: RunTag,
+        drain: bool,
+    ) -> bool {
+        self.report(status, State::Stopping, Some(pid), Some(why.to_string())).await;
+        let stopped = self.terminate(pid, exit, None, drain).await;
+        status.last_exit = stopped.term;
+        status.killed = stopped.killed;
+        self.clean_up(Pgid::of_leader(pid), None, run);
+        if stopped.stop_requested {
+            tracing::info!("unit {} stopped", self.name());
+            self.report(status, State::Stopped, None, stopped.reason).await;
+        }
+        stopped.stop_requested
+    }
+
     async fn stop(
         &mut self,
         status: &mut UnitStatus,
