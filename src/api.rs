@@ -234,6 +234,53 @@ pub struct RouterStats {
     /// The connection cap in force (set when the router starts or is
     /// reconfigured).
     pub max_connections: AtomicU64,
+    /// Client connections open now.
+    pub connections: AtomicU64,
+    /// Per route, by its configured prefix ("" for requests no route
+    /// took): what `GET /metrics` shows. Kept across reconfigurations, so
+    /// counters never go back.
+    pub routes: std::sync::Mutex<std::collections::BTreeMap<String, Arc<RouteStats>>>,
+}
+
+impl RouterStats {
+    /// The counters of the route with `prefix`, made on first use.
+    pub fn route(&self, prefix: &str) -> Arc<RouteStats> {
+        let mut routes = self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match routes.get(prefix) {
+            Some(r) => r.clone(),
+            None => routes.entry(prefix.to_string()).or_default().clone(),
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the request duration histogram; the last
+/// bucket, +Inf, is implied.
+pub const DURATION_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// One route's counters: answers by status class, the time to the
+/// response head as a histogram, and upstream failures.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    /// Answers by class: 1xx … 5xx at 0 … 4.
+    pub by_class: [AtomicU64; 5],
+    /// Observations per bucket (not cumulative); the last is +Inf.
+    pub buckets: [AtomicU64; 12],
+    /// The sum of the durations, in microseconds.
+    pub duration_micros: AtomicU64,
+    pub upstream_errors: AtomicU64,
+}
+
+impl RouteStats {
+    /// Counts one answer with `status`, its head `took` after the request.
+    pub fn observe(&self, status: u16, took: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].fetch_add(1, Relaxed);
+        let secs = took.as_secs_f64();
+        let bucket = DURATION_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        self.duration_micros.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
 }
 
 /// The exact state names of the contract (SPEC §4).

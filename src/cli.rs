@@ -105,6 +105,10 @@ pub struct UpArgs {
     /// The whole shutdown fits in this [default: $FLOWINIT_SHUTDOWN_TIMEOUT, else 9s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Option<Duration>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100)
+    /// [default: $FLOWINIT_METRICS, else off].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub socket: SocketArgs,
 }

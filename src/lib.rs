@@ -18,6 +18,7 @@ pub mod control;
 pub mod exec;
 pub mod graph;
 pub mod logs;
+pub mod metrics;
 pub mod probe;
 pub mod process;
 pub mod router;

@@ -16,9 +16,10 @@ pub const SHUTDOWN_TIMEOUT: &str = "FLOWINIT_SHUTDOWN_TIMEOUT";
 pub const UNITS: &str = "FLOWINIT_UNITS";
 pub const PROFILES: &str = "FLOWINIT_PROFILES";
 pub const SOCKET: &str = "FLOWINIT_SOCKET";
+pub const METRICS: &str = "FLOWINIT_METRICS";
 
 /// Every setting flowinit reads, for the "did you mean" of an unknown one.
-pub const KNOWN: [&str; 6] = [LOG_FORMAT, LOG_LEVEL, SHUTDOWN_TIMEOUT, UNITS, PROFILES, SOCKET];
+pub const KNOWN: [&str; 7] = [LOG_FORMAT, LOG_LEVEL, SHUTDOWN_TIMEOUT, UNITS, PROFILES, SOCKET, METRICS];
 
 /// `FLOWINIT_*` names flowinit sets in its services' environment (see
 /// `supervisor::unit_task::child`): seen by a nested flowinit, not settings.
@@ -36,6 +37,8 @@ pub struct Settings {
     pub units: Option<PathBuf>,
     pub profiles: Option<Vec<String>>,
     pub socket: Option<PathBuf>,
+    /// Where `GET /metrics` is served (off when unset).
+    pub metrics: Option<std::net::SocketAddr>,
     /// `FLOWINIT_*` variables that are no setting (typos, most likely).
     pub unknown: Vec<String>,
 }
@@ -73,6 +76,7 @@ impl Settings {
         let profiles = profiles(get(PROFILES));
         let units = get(UNITS).map(PathBuf::from);
         let socket = get(SOCKET).map(PathBuf::from);
+        let metrics = metrics(get(METRICS));
         let mut unknown: Vec<String> = vars
             .iter()
             .filter_map(|(k, _)| k.to_str())
@@ -80,11 +84,11 @@ impl Settings {
             .map(String::from)
             .collect();
         unknown.sort();
-        match (log_format, log_level, shutdown_timeout, profiles) {
-            (Ok(log_format), Ok(log_level), Ok(shutdown_timeout), Ok(profiles)) => {
-                Ok(Settings { log_format, log_level, shutdown_timeout, units, profiles, socket, unknown })
+        match (log_format, log_level, shutdown_timeout, profiles, metrics) {
+            (Ok(log_format), Ok(log_level), Ok(shutdown_timeout), Ok(profiles), Ok(metrics)) => {
+                Ok(Settings { log_format, log_level, shutdown_timeout, units, profiles, socket, metrics, unknown })
             }
-            (a, b, c, d) => Err([a.err(), b.err(), c.err(), d.err()].into_iter().flatten().collect()),
+            (a, b, c, d, e) => Err([a.err(), b.err(), c.err(), d.err(), e.err()].into_iter().flatten().collect()),
         }
     }
 
@@ -137,6 +141,19 @@ fn shutdown_timeout(value: Option<&OsStr>) -> Result<Option<Duration>, BadSettin
     match humantime::parse_duration(&text) {
         Ok(d) => Ok(Some(d)),
         Err(e) => Err(BadSetting { var: SHUTDOWN_TIMEOUT, value: text, why: e.to_string(), accepted: DURATIONS }),
+    }
+}
+
+const ADDRESSES: &str = "an address and port such as \"127.0.0.1:9100\" or \"[::]:9100\"";
+
+fn metrics(value: Option<&OsStr>) -> Result<Option<std::net::SocketAddr>, BadSetting> {
+    let Some(value) = value else { return Ok(None) };
+    let text = utf8(METRICS, value, ADDRESSES)?;
+    match text.parse() {
+        Ok(addr) => Ok(Some(addr)),
+        Err(e) => {
+            Err(BadSetting { var: METRICS, value: text, why: format!("not an address: {e}"), accepted: ADDRESSES })
+        }
     }
 }
 

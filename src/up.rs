@@ -100,6 +100,17 @@ pub fn up(args: UpArgs) -> u8 {
             return 2;
         }
     };
+    // So is the metrics address.
+    let metrics = match args.metrics.or(settings.metrics).map(|addr| (addr, crate::metrics::bind(addr))) {
+        None => None,
+        Some((_, Ok(l))) => Some(l),
+        Some((addr, Err(e))) => {
+            errln!(
+                "flowinit: cannot serve metrics on {addr}: {e} (--metrics or $FLOWINIT_METRICS; choose a free address)"
+            );
+            return 2;
+        }
+    };
     // Router ports are taken before anything starts: a busy port is a
     // start-up error, not a unit that fails later.
     let mut listeners = std::collections::HashMap::new();
@@ -157,6 +168,9 @@ pub fn up(args: UpArgs) -> u8 {
         }
         let mut guard = None;
         let code = supervisor::run(set, opts, sink.clone(), |handle, snapshot| {
+            if let Some(l) = metrics {
+                crate::metrics::serve(l, snapshot.clone());
+            }
             guard = control::server::serve(bound, handle, snapshot);
         })
         .await;

@@ -26,6 +26,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("router", &["api", "config"]),
     // The control socket sees the supervisor only through `api` (Handle, Snapshot).
     ("control", &["api", "config", "logs"]),
+    // GET /metrics reads what the control socket reads: the snapshot (api).
+    ("metrics", &["api"]),
     // The FLOWINIT_* environment settings, parsed once.
     ("settings", &["logs"]),
     // `exec` is a client command: its arguments are part of the command line.
@@ -34,7 +36,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("exec", &["control", "process"]),
     ("single", &["process", "settings"]),
     ("supervisor", &["api", "config", "logs", "probe", "process", "router"]),
-    ("up", &["cli", "config", "control", "logs", "process", "router", "settings", "supervisor"]),
+    ("up", &["cli", "config", "control", "logs", "process", "router", "settings", "supervisor", "metrics"]),
     ("lib", &[]),
     ("main", &[]),
 ];

@@ -71,6 +71,13 @@ const BAD: &[BadRow] = &[
             "(accepted: a duration such as \"9s\", \"1m 30s\", \"500ms\";",
         ]],
     },
+    BadRow {
+        env: &[("FLOWINIT_METRICS", "nonsense")],
+        lines: &[&[
+            "flowinit: FLOWINIT_METRICS=\"nonsense\": not an address: ",
+            "(accepted: an address and port such as \"127.0.0.1:9100\"",
+        ]],
+    },
     // Two bad ones at once: both reported, not only the first.
     BadRow {
         env: &[("FLOWINIT_LOG_FORMAT", "jsn"), ("FLOWINIT_SHUTDOWN_TIMEOUT", "9")],
@@ -178,7 +185,7 @@ fn an_empty_value_means_unset() {
     assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
 }
 
-const KNOWN: &str = "(known: FLOWINIT_LOG_FORMAT, FLOWINIT_LOG_LEVEL, FLOWINIT_SHUTDOWN_TIMEOUT, FLOWINIT_UNITS, FLOWINIT_PROFILES, FLOWINIT_SOCKET)";
+const KNOWN: &str = "(known: FLOWINIT_LOG_FORMAT, FLOWINIT_LOG_LEVEL, FLOWINIT_SHUTDOWN_TIMEOUT, FLOWINIT_UNITS, FLOWINIT_PROFILES, FLOWINIT_SOCKET, FLOWINIT_METRICS)";
 
 /// A typo is warned about, naming the settings that exist, and stops
 /// nothing: the setting it meant is just not set.

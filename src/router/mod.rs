@@ -442,6 +442,7 @@ fn spawn_connection(
     let _ = stream.set_nodelay(true);
     let router = live.get();
     let client = Arc::new(Client {
+        _open: Open::new(&router.stats),
         live: live.clone(),
         router: router.clone(),
         upstreams: Arc::new(Upstreams::default()),
@@ -512,8 +513,25 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Body> {
     res
 }
 
+/// Counts a client connection open in its router's stats while it lives.
+struct Open(Arc<RouterStats>);
+
+impl Open {
+    fn new(stats: &Arc<RouterStats>) -> Open {
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        Open(stats.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What the requests of one client connection share.
 struct Client {
+    _open: Open,
     /// The router at the accept: its stop signal, shared by every
     /// configuration.
     router: Arc<Router>,
@@ -585,7 +603,11 @@ async fn handle(c: Arc<Client>, req: Request<Incoming>) -> Result<Response<Answe
         let logged = (r.spec.access_log && !r.spec.access_log_skip.iter().any(|p| p == req.uri().path()))
             .then(|| (Instant::now(), req.method().clone(), req.uri().path().to_string()));
         let mut unit = None;
+        let started = Instant::now();
         let (mut res, reached) = route(&c, r, req, &id, &mut unit).await;
+        // Counted whether or not the access log is on: what /metrics shows.
+        let prefix = reached.and_then(|(i, _)| r.spec.routes.get(i)).map_or("", |route| route.prefix.as_str());
+        r.stats.route(prefix).observe(res.status().as_u16(), started.elapsed());
         if r.is_stopping() && res.status() != StatusCode::SWITCHING_PROTOCOLS {
             res.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -689,6 +711,7 @@ async fn route(
 
 fn bad_gateway(r: &Router, route: &Route, detail: upstream::UpstreamError) -> Response<Body> {
     r.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+    r.stats.route(&route.prefix).upstream_errors.fetch_add(1, Ordering::Relaxed);
     tracing::debug!("router: upstream {} failed: {detail}", route.upstream);
     json(
         StatusCode::BAD_GATEWAY,
