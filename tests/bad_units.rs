@@ -687,6 +687,39 @@ fn cases() -> Vec<Case> {
                 At::Value("command"),
                 "program \"no-such-postgres-flowinit\" not found on PATH",
             ),
+        // -- profiles: `!name` and profile_env ------------------------------
+        Case::new("profile_bare_bang")
+            .unit("web.toml", &format!("[unit]\nprofiles = [\"!\"]\n{SVC}"))
+            .err("web.toml", At::Find("\"!\""), "key `profiles`: \"!\" names no profile"),
+        Case::new("profile_on_and_off")
+            .unit("web.toml", &format!("[unit]\nprofiles = [\"dev\", \"!dev\"]\n{SVC}"))
+            .err("web.toml", At::Find("\"!dev\""), "key `profiles`: \"dev\" both turns the unit on and (as \"!dev\") off"),
+        Case::new("profile_env_never_applies")
+            .unit(
+                "web.toml",
+                "[unit]\nprofiles = [\"!worker\"]\n[service]\ncommand = [\"true\"]\n[service.profile_env.worker]\nMODE = \"x\"\n",
+            )
+            .err("web.toml", At::Find("worker]"), "profile_env.worker never applies"),
+        Case::new("profile_env_not_a_table")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\nprofile_env = { queue = \"MODE=queue\" }\n")
+            .err("web.toml", At::Find("\"MODE=queue\""), "key `profile_env.queue`: expected a table of strings"),
+        Case::new("profile_env_value_not_a_string")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\n[service.profile_env.queue]\nWORKERS = 4\n")
+            .err("web.toml", At::Find("4\n"), "key `profile_env.queue.WORKERS`: expected a string, found an integer"),
+        Case::new("profile_env_syntax_checked_when_off")
+            .unit("web.toml", "[service]\ncommand = [\"true\"]\n[service.profile_env.queue]\nURL = \"${REDIS\"\n")
+            .err("web.toml", At::Find("\"${REDIS"), "unterminated ${"),
+        Case::new("profile_env_required_when_on")
+            .unit(
+                "web.toml",
+                "[service]\ncommand = [\"true\"]\n[service.profile_env.queue]\nREDIS_URL = \"${FLOWINIT_TEST_UNSET:?queue mode needs Redis}\"\n",
+            )
+            .args(&["--profile", "queue"])
+            .err(
+                "web.toml",
+                At::Find("\"${FLOWINIT_TEST_UNSET"),
+                "variable ${FLOWINIT_TEST_UNSET} is required (not set or empty): queue mode needs Redis",
+            ),
         // -- TOML syntax ----------------------------------------------------
         Case::new("toml_unquoted_string")
             .unit(
@@ -812,6 +845,13 @@ case_tests!(
     dependency_on_invalid_unit,
     profile_enabled_by_flag_resolves_program,
     profile_enabled_by_env_resolves_program,
+    profile_bare_bang,
+    profile_on_and_off,
+    profile_env_never_applies,
+    profile_env_not_a_table,
+    profile_env_value_not_a_string,
+    profile_env_syntax_checked_when_off,
+    profile_env_required_when_on,
     toml_unquoted_string,
     toml_unclosed_table_header,
     toml_duplicate_key,
@@ -946,6 +986,42 @@ fn disabled_unit_is_not_resolved() {
             out.describe()
         );
     }
+}
+
+/// `!name` turns a unit off when that profile is on, and only then; the env
+/// of a profile that is off is not looked up (its required variable is
+/// not an error).
+#[test]
+fn negated_profiles_and_profile_env() {
+    let dir = TempDir::new("negated");
+    dir.unit(
+        "web.toml",
+        "[unit]\nprofiles = [\"!worker\"]\n[service]\ncommand = [\"true\"]\n\
+         [service.profile_env.queue]\nREDIS_URL = \"${FLOWINIT_TEST_UNSET:?queue mode needs Redis}\"\n",
+    );
+    dir.unit("worker.toml", "[unit]\nprofiles = [\"worker\"]\n[service]\ncommand = [\"no-such-worker-flowinit\"]\n");
+    dir.unit("either.toml", "[unit]\nprofiles = [\"queue\", \"worker\"]\n[service]\ncommand = [\"true\"]\n");
+    for (profiles, summary) in [
+        ("", "3 units OK (1 enabled, 2 disabled by profile)"),
+        ("dev", "3 units OK (1 enabled, 2 disabled by profile)"),
+    ] {
+        let out = run_flowinit(&dir, &["check", "--profile", profiles], &[]);
+        out.assert_clean();
+        assert_eq!(out.code(), Some(0), "{profiles:?}\n{}", out.describe());
+        assert!(out.stdout.contains(summary), "{profiles:?}\n{}", out.describe());
+    }
+    // worker on: web off (so its queue env is never read), the worker's
+    // program is resolved (and missing).
+    let out = run_flowinit(&dir, &["check", "--profile", "worker,queue"], &[]);
+    out.assert_clean();
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(out.stderr.contains("unit worker: program \"no-such-worker-flowinit\" not found"), "{}", out.describe());
+    assert!(!out.stderr.contains("unit web:"), "web is off under worker\n{}", out.describe());
+    // queue on: web on, its queue env looked up, the value given.
+    let out = run_flowinit(&dir, &["check", "--profile", "queue"], &[("FLOWINIT_TEST_UNSET", "redis://r:6379")]);
+    out.assert_clean();
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert!(out.stdout.contains("3 units OK (2 enabled, 1 disabled by profile)"), "{}", out.describe());
 }
 
 #[test]

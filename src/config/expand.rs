@@ -27,6 +27,13 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
     text(&mut rest, lookup, false, true)
 }
 
+/// Checks `input`'s syntax without looking any variable up (the env of a
+/// profile that is off).
+pub fn check_syntax(input: &str) -> Result<(), ExpandError> {
+    let mut rest = input;
+    text(&mut rest, &|_| None, false, false).map(drop)
+}
+
 /// Text up to the end of `rest` (or, `inside` a default, up to and
 /// including its closing `}`); `eval`: look variables up (false for a
 /// default that is not used).

@@ -102,6 +102,10 @@ pub struct RawService {
     pub env: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub env_file: Vec<Spanned<String>>,
+    /// `[service.profile_env.NAME]`: env set over `env` while profile
+    /// NAME is on.
+    #[serde(default)]
+    pub profile_env: BTreeMap<Spanned<String>, BTreeMap<String, Spanned<String>>>,
     pub restart: Option<Spanned<RestartPolicy>>,
     pub restart_delay: Option<Spanned<String>>,
     pub restart_delay_max: Option<Spanned<String>>,

@@ -36,6 +36,8 @@ enum Kind {
     },
     /// A table of strings (`env`).
     StrMap,
+    /// A table of string tables, one per profile (`profile_env`).
+    ProfileMap,
     /// A user or group name, or a numeric id.
     UserRef,
     /// A size: a string with a unit (parsed, and its errors reported, by
@@ -87,6 +89,7 @@ const SERVICE: &[Field] = &[
     f("group", Kind::UserRef, "\"node\""),
     f("env", Kind::StrMap, "{ PORT = \"3001\" }"),
     f("env_file", Kind::StrList { split: false }, "[\"/run/secrets/app.env\"]"),
+    f("profile_env", Kind::ProfileMap, "{ queue = { MODE = \"queue\" } }"),
     f("restart", Kind::Enum(RESTART_POLICIES), "\"on-failure\""),
     f("restart_delay", Kind::Duration, "\"1s\""),
     f("restart_delay_max", Kind::Duration, "\"30s\""),
@@ -210,6 +213,30 @@ impl Checker {
         }
     }
 
+    /// The entries of a table of strings (`env`): each one that is not a
+    /// string is reported and removed.
+    fn str_entries(&mut self, key: &str, entries: &mut DeTable<'_>, path: &str) {
+        let mut remove = Vec::new();
+        for (name, v) in entries.iter() {
+            if !matches!(v.get_ref(), DeValue::String(_)) {
+                let name: &str = name.get_ref();
+                // The value is not echoed: env values may be secrets.
+                self.push(
+                    v.span(),
+                    format!(
+                        "key `{key}.{name}`: expected a string, found {}; quote the value: {name} = \"…\"",
+                        kind_name(v.get_ref())
+                    ),
+                );
+                remove.push(name.to_string());
+            }
+        }
+        for name in remove {
+            entries.remove(name.as_str());
+            self.dropped.insert(format!("{path}.{name}"));
+        }
+    }
+
     /// Whether the value may stay in the tree.
     fn value(&mut self, field: &Field, value: &mut Spanned<DeValue<'_>>, path: &str) -> bool {
         let span = value.span();
@@ -309,25 +336,7 @@ impl Checker {
                 false
             }
             (Kind::StrMap, DeValue::Table(entries)) => {
-                let mut remove = Vec::new();
-                for (name, v) in entries.iter() {
-                    if !matches!(v.get_ref(), DeValue::String(_)) {
-                        let name: &str = name.get_ref();
-                        // The value is not echoed: env values may be secrets.
-                        self.push(
-                            v.span(),
-                            format!(
-                                "key `{key}.{name}`: expected a string, found {}; quote the value: {name} = \"…\"",
-                                kind_name(v.get_ref())
-                            ),
-                        );
-                        remove.push(name.to_string());
-                    }
-                }
-                for name in remove {
-                    entries.remove(name.as_str());
-                    self.dropped.insert(format!("{path}.{name}"));
-                }
+                self.str_entries(key, entries, path);
                 true
             }
             (Kind::StrMap, v) => {
@@ -335,6 +344,38 @@ impl Checker {
                 self.push(
                     span,
                     format!("key `{key}`: expected a table of strings, found {found}; write {key} = {}", field.example),
+                );
+                false
+            }
+            (Kind::ProfileMap, DeValue::Table(profiles)) => {
+                let mut remove = Vec::new();
+                for (name, v) in profiles.iter_mut() {
+                    let name: &str = name.get_ref();
+                    let label = format!("{key}.{name}");
+                    if !matches!(v.get_ref(), DeValue::Table(_)) {
+                        self.push(
+                            v.span(),
+                            format!(
+                                "key `{label}`: expected a table of strings (the env while profile {name:?} is on), found {}; write [service.{label}] with KEY = \"value\" lines",
+                                kind_name(v.get_ref())
+                            ),
+                        );
+                        remove.push(name.to_string());
+                    } else if let DeValue::Table(entries) = v.get_mut() {
+                        self.str_entries(&label, entries, &format!("{path}.{name}"));
+                    }
+                }
+                for name in remove {
+                    profiles.remove(name.as_str());
+                    self.dropped.insert(format!("{path}.{name}"));
+                }
+                true
+            }
+            (Kind::ProfileMap, v) => {
+                let found = kind_name(v);
+                self.push(
+                    span,
+                    format!("key `{key}`: expected a table of env tables, one per profile, found {found}; write [service.{key}.queue] with KEY = \"value\" lines"),
                 );
                 false
             }

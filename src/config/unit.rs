@@ -40,9 +40,11 @@ pub struct Unit {
     pub requires: Vec<String>,
     pub wants: Vec<String>,
     pub after: Vec<String>,
+    /// As written: names, and `!name` for a profile that turns it off.
     pub profiles: Vec<String>,
     pub critical: bool,
-    /// False when none of the unit's profiles is on: shown as `disabled`.
+    /// False when the unit's profiles rule it out ([`profiles_allow`]):
+    /// shown as `disabled`.
     pub enabled: bool,
     /// Present for every enabled unit; disabled units are not resolved
     /// (their programs and users may not exist on this machine).
@@ -51,6 +53,18 @@ pub struct Unit {
     /// Present for a router unit (instead of `service`).
     pub router: Option<RouterSpec>,
     pub log: LogSpec,
+}
+
+/// Whether a unit with `profiles` (as written) is on when `active` are:
+/// off when any `!name` is active; else on when it names no profile or
+/// one of those it names is active. `["!worker"]` is "everywhere but in
+/// the worker role"; `["queue", "worker"]` is "in either".
+pub fn profiles_allow(profiles: &[String], active: &[String]) -> bool {
+    let (off, on): (Vec<&String>, Vec<&String>) = profiles.iter().partition(|p| p.starts_with('!'));
+    if off.iter().any(|p| active.iter().any(|a| a == &p[1..])) {
+        return false;
+    }
+    on.is_empty() || on.iter().any(|p| active.contains(p))
 }
 
 /// The built-in HTTP router's configuration.

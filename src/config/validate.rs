@@ -238,7 +238,8 @@ pub fn load_unit_enabled(path: &Path, ctx: &LoadContext) -> Result<Unit, Vec<Con
     let raw::Parsed { raw, problems } = raw::parse(&text);
     let mut errors: Vec<ConfigError> = problems.into_iter().map(|p| file.error(Some(p.span), p.message)).collect();
     let pending = raw.and_then(|raw| {
-        let profiles = raw.unit.profiles.iter().map(|p| p.get_ref().clone()).collect();
+        // The profiles it names turned on; those that turn it off, not.
+        let profiles = raw.unit.profiles.iter().map(|p| p.get_ref().clone()).filter(|p| !p.starts_with('!')).collect();
         let ctx = LoadContext {
             env: ctx.env.clone(),
             profiles,
@@ -322,7 +323,21 @@ fn build_unit<'a>(
     let dropped = std::mem::take(&mut raw.dropped);
     let u = raw.unit;
     let profiles: Vec<String> = u.profiles.iter().map(|p| p.get_ref().clone()).collect();
-    let enabled = profiles.is_empty() || profiles.iter().any(|p| ctx.profiles.contains(p));
+    check_profiles(file, &u.profiles, errors);
+    if let Some(svc) = &raw.service {
+        for p in svc.get_ref().profile_env.keys() {
+            if profiles.iter().any(|q| q.strip_prefix('!') == Some(p.get_ref())) {
+                errors.push(file.error(
+                    Some(p.span()),
+                    format!(
+                        "profile_env.{0} never applies: profiles = [\"!{0}\"] turns the unit off when {0:?} is on; remove one of them",
+                        p.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
+    let enabled = super::unit::profiles_allow(&profiles, &ctx.profiles);
     let mut deps = Vec::new();
     for (kind, list) in [(DepKind::Requires, &u.requires), (DepKind::Wants, &u.wants), (DepKind::After, &u.after)] {
         for d in list {
@@ -381,6 +396,34 @@ fn build_unit<'a>(
         file: FileCtx { path: file.path, name: file.name.clone(), text: file.text },
         deps,
     })
+}
+
+/// `profiles`: names or `!name`s, none empty, none both named and negated.
+fn check_profiles(file: &FileCtx, profiles: &[Spanned<String>], errors: &mut Vec<ConfigError>) {
+    for p in profiles {
+        let name = p.get_ref().strip_prefix('!').unwrap_or(p.get_ref());
+        let problem = if name.is_empty() {
+            Some(format!(
+                "key `profiles`: {:?} names no profile; write a name (\"dev\") or \"!name\" for \"off when that profile is on\"",
+                p.get_ref()
+            ))
+        } else if name.starts_with('!') || name.chars().any(|c| c == ',' || c.is_whitespace()) {
+            Some(format!(
+                "key `profiles`: {:?} is not a profile name (letters, digits, - and _; one `!` in front to negate)",
+                p.get_ref()
+            ))
+        } else if p.get_ref().starts_with('!') && profiles.iter().any(|q| q.get_ref() == name) {
+            Some(format!(
+                "key `profiles`: {name:?} both turns the unit on and (as {:?}) off; keep one of them",
+                p.get_ref()
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            errors.push(file.error(Some(p.span()), message));
+        }
+    }
 }
 
 /// A bound on `max_connections` that no fd limit reaches (each connection
@@ -656,6 +699,11 @@ fn build_service(
     for (k, v) in &s.env {
         nul_free &= no_nul(file, &format!("env.{k}"), v, errors);
     }
+    for (profile, vars) in &s.profile_env {
+        for (k, v) in vars {
+            nul_free &= no_nul(file, &format!("profile_env.{}.{k}", profile.get_ref()), v, errors);
+        }
+    }
     for (key, v) in [("user", &s.user), ("group", &s.group)] {
         if let Some(u) = v.as_ref().filter(|u| matches!(u.get_ref(), UserRef::Name(n) if n.contains('\0'))) {
             errors.push(file.error(Some(u.span()), nul_message(key)));
@@ -680,7 +728,30 @@ fn build_service(
         .map(|(_, a)| a.iter().map(&mut expand_at).collect::<Vec<_>>())
         .and_then(|v| v.into_iter().collect());
     let working_dir = s.working_dir.as_ref().and_then(&mut expand_at).map(|d| ctx.absolute(PathBuf::from(d)));
-    let unit_env: BTreeMap<String, Option<String>> = s.env.iter().map(|(k, v)| (k.clone(), expand_at(v))).collect();
+    let mut unit_env: BTreeMap<String, Option<String>> = s.env.iter().map(|(k, v)| (k.clone(), expand_at(v))).collect();
+    // The env of the profiles that are on, over `env`, in the order the
+    // profiles were given; that of the others is checked for syntax only.
+    let mut env_spans: BTreeMap<String, Range<usize>> = s.env.iter().map(|(k, v)| (k.clone(), v.span())).collect();
+    for active in &ctx.profiles {
+        let Some((_, vars)) = s.profile_env.iter().find(|(p, _)| p.get_ref() == active) else { continue };
+        for (k, v) in vars {
+            unit_env.insert(k.clone(), expand_at(v));
+            env_spans.insert(k.clone(), v.span());
+        }
+    }
+    for (profile, vars) in &s.profile_env {
+        if ctx.profiles.contains(profile.get_ref()) {
+            continue;
+        }
+        for (k, v) in vars {
+            if let Err(e) = super::expand::check_syntax(v.get_ref()) {
+                errors.push(file.error(Some(v.span()), expand_message(&e, false, &s.env)));
+            }
+            if !valid_env_key(k) {
+                errors.push(file.error(Some(v.span()), format!("invalid environment variable name {k:?}")));
+            }
+        }
+    }
 
     let credentials = resolve_credentials(file, &s.user, &s.group, ctx, errors);
     let mut env = Env { inherited: shared.inherited.clone(), own: Vec::new() };
@@ -715,7 +786,7 @@ fn build_service(
     }
     for (k, v) in unit_env {
         if !valid_env_key(&k) {
-            let span = s.env.get(&k).map(|v| v.span());
+            let span = env_spans.get(&k).cloned();
             errors.push(file.error(span, format!("invalid environment variable name {k:?}")));
         }
         if let Some(v) = v {
@@ -1246,6 +1317,41 @@ mod tests {
         let files: Vec<_> =
             files.iter().map(|(n, t)| (PathBuf::from(format!("u/{n}.toml")), Ok(t.to_string()))).collect();
         load_files(&files, &ctx()).map_err(|e| e.iter().map(|e| e.to_string()).collect())
+    }
+
+    /// The env of the profiles that are on is laid over `env`, in the order
+    /// the profiles were given; that of the others is not.
+    #[test]
+    fn profile_env_applies_only_when_its_profile_is_on() {
+        let text = "[service]\ncommand = [\"true\"]\nenv = { MODE = \"main\", A = \"a\" }\n\
+                    [service.profile_env.dev]\nMODE = \"dev-${HOST}\"\n\
+                    [service.profile_env.queue]\nMODE = \"queue\"\nB = \"b\"\n";
+        let files = [(PathBuf::from("u/web.toml"), Ok(text.to_string()))];
+        let env_of = |profiles: &[&str]| {
+            let mut c = ctx();
+            c.profiles = profiles.iter().map(|p| p.to_string()).collect();
+            let set = load_files(&files, &c).unwrap();
+            let env = set.units[0].service.as_ref().unwrap().process_env("web", None);
+            let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.to_string_lossy().into_owned());
+            (get("MODE"), get("A"), get("B"))
+        };
+        assert_eq!(env_of(&[]), (Some("main".into()), Some("a".into()), None));
+        assert_eq!(env_of(&["dev"]), (Some("dev-h".into()), Some("a".into()), None));
+        assert_eq!(env_of(&["dev", "queue"]), (Some("queue".into()), Some("a".into()), Some("b".into())));
+        assert_eq!(env_of(&["queue", "dev"]), (Some("dev-h".into()), Some("a".into()), Some("b".into())));
+    }
+
+    #[test]
+    fn negated_profiles() {
+        use crate::config::unit::profiles_allow;
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(profiles_allow(&v(&[]), &v(&[])));
+        assert!(profiles_allow(&v(&["!worker"]), &v(&["dev", "queue"])));
+        assert!(!profiles_allow(&v(&["!worker"]), &v(&["dev", "worker"])));
+        assert!(profiles_allow(&v(&["queue", "worker"]), &v(&["worker"])));
+        assert!(!profiles_allow(&v(&["queue", "worker"]), &v(&["dev"])));
+        assert!(!profiles_allow(&v(&["dev", "!worker"]), &v(&["dev", "worker"])));
+        assert!(!profiles_allow(&v(&["dev", "!worker"]), &v(&[])));
     }
 
     #[test]
