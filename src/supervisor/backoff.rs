@@ -39,6 +39,13 @@ impl StartLimit {
         true
     }
 
+    /// Whether a start at `at` (now or later) would be allowed: the starts
+    /// recorded so far that are still inside the window then.
+    pub fn allows_at(&self, at: Instant) -> bool {
+        let inside = self.starts.iter().filter(|&&t| at.saturating_duration_since(t) < self.interval).count();
+        inside < self.burst as usize
+    }
+
     /// Takes back the start recorded last: it never happened (flowinit
     /// itself ran out of file descriptors or memory).
     pub fn take_back(&mut self) {

@@ -375,16 +375,21 @@ impl<C: Child> Actor<C> {
                 if failed {
                     *failures += 1;
                 }
-                self.backoff(status, *failures, why).await
+                let delay = restart_delay(svc.restart_delay, svc.restart_delay_max, (*failures).max(1));
+                if !limit.allows_at(Instant::now().into_std() + delay) {
+                    // The start after the delay would be over the limit:
+                    // failed for good now (at the loop's check), not after
+                    // a "restarting in 8s" that never comes.
+                    return true;
+                }
+                self.backoff(status, delay, why).await
             }
         }
     }
 
     /// Waits out the restart delay. False when a stop came meanwhile (the
     /// unit is then reported stopped) or the manager went away.
-    async fn backoff(&mut self, status: &mut UnitStatus, failures: u32, why: String) -> bool {
-        let svc = &self.service;
-        let delay = restart_delay(svc.restart_delay, svc.restart_delay_max, failures.max(1));
+    async fn backoff(&mut self, status: &mut UnitStatus, delay: Duration, why: String) -> bool {
         let shown = shown(delay);
         tracing::warn!("unit {} {why}, restarting in {shown}", self.name());
         status.restarts += 1;

@@ -366,9 +366,12 @@ async fn the_start_limit_fails_it_for_good_with_the_reason() {
     svc.restart_delay = ms(100);
     let mut h = start(svc, FakeChild::new(exits(0, 3), []));
     h.send(UnitCmd::Start).await;
-    let (_, st) = h.until(State::Failed).await;
+    let (at, st) = h.until(State::Failed).await;
     assert_eq!(st.reason.as_deref(), Some("exited 3; start limit reached (3 starts within 2m)"));
-    assert_eq!(st.restarts, 3);
+    // Two restarts happened; the third would be over the limit, so the
+    // unit fails when its third run ends, without announcing a restart.
+    assert_eq!(st.restarts, 2);
+    assert_eq!(at, ms(100 + 200), "runs of 0 s, delays of 100 and 200 ms, no third delay");
     h.idle_for(s(60)).await;
     assert_eq!(spawn_times(&h.fake.calls()).len(), 3, "no start after failed for good");
 }
@@ -745,13 +748,13 @@ async fn the_start_limit_failure_carries_the_runs_of_its_window() {
     h.send(UnitCmd::Start).await;
     let (at, st) = h.until(State::Failed).await;
     // Runs of 1.5 s, 0.7 s and 6.1 s with delays of 100 ms and 200 ms
-    // between them, then the third delay (100 ms again: the 6.1 s run
-    // outlasted restart_delay_max) before the refused fourth start.
-    assert_eq!(at, ms(1500 + 100 + 700 + 200 + 6100 + 100));
+    // between them; a fourth start would be over the limit, so it fails
+    // as the third run ends.
+    assert_eq!(at, ms(1500 + 100 + 700 + 200 + 6100));
     assert_eq!(st.reason.as_deref(), Some("exited 3; start limit reached (3 starts within 2m)"));
     let want = Failure {
         runs: vec![ran(1500, "exited 3"), ran(700, "exited 3"), ran(6100, "exited 3")],
-        span: ms(8700),
+        span: ms(8600),
         start_limit_burst: 3,
         start_limit_interval: s(120),
         no_restart: false,
