@@ -101,7 +101,9 @@ fn the_router_outlives_the_albs_idle_timeout() {
 #[allow(clippy::disallowed_methods)]
 fn check_shipped_units(env: &[(&str, &str)], profile: Option<&str>) -> (i32, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let tmp = std::env::temp_dir().join(format!("fi-prod-defaults-{}-{}", std::process::id(), env.len()));
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = std::env::temp_dir().join(format!("fi-prod-defaults-{}-{run}", std::process::id()));
     let units = tmp.join("units");
     std::fs::create_dir_all(&units).unwrap();
     for entry in std::fs::read_dir(root.join("units")).unwrap() {
@@ -159,4 +161,75 @@ fn production_never_falls_back_to_a_default_database_host_or_password() {
     let prod = &dockerfile[dockerfile.find("AS prod").unwrap()..];
     assert!(dev.contains("DATABASE_HOST=127.0.0.1") && dev.contains("DATABASE_PASSWORD="), "dev stage sets both");
     assert!(!prod.contains("ENV DATABASE_"), "the prod stage keeps no database value");
+}
+
+/// The roles of one image: `queue` (main in queue mode) and `worker` (the
+/// worker only) both need REDIS_URL, named by the units that read it; the
+/// worker role runs no router, UI, core or seed-admin.
+#[test]
+fn queue_and_worker_roles_need_redis_url_and_split_the_units() {
+    let db = [("DATABASE_HOST", "db.example"), ("DATABASE_PASSWORD", "s3cret")];
+    let required = |unit: &str| format!("unit {unit}: variable ${{REDIS_URL}} is required (not set or empty)");
+    let (code, err) = check_shipped_units(&db, Some("queue"));
+    assert_eq!(code, 1, "{err}");
+    for unit in ["flowise", "redis-check"] {
+        assert!(err.contains(&required(unit)), "queue: {unit} does not name REDIS_URL:\n{err}");
+    }
+    assert!(!err.contains(&required("flowise-worker")), "the worker is off in the queue role:\n{err}");
+    let (code, err) = check_shipped_units(&db, Some("worker"));
+    assert_eq!(code, 1, "{err}");
+    for unit in ["flowise-worker", "redis-check"] {
+        assert!(err.contains(&required(unit)), "worker: {unit} does not name REDIS_URL:\n{err}");
+    }
+    // Without a profile (prod) and in dev, nobody asks for Redis.
+    for profile in [None, Some("dev")] {
+        let (_, err) = check_shipped_units(&db, profile);
+        assert!(!err.contains("REDIS_URL"), "{profile:?}:\n{err}");
+    }
+    // Which units each role runs: `check` prints nothing per unit, so read
+    // the profiles the files declare, through the same rule flowinit uses.
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
+    let on_in = |active: &[&str]| {
+        let mut on = Vec::new();
+        for entry in std::fs::read_dir(&units).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let unit: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let profiles: Vec<String> = unit
+                .get("unit")
+                .and_then(|u| u.get("profiles"))
+                .and_then(|p| p.as_array())
+                .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+                .unwrap_or_default();
+            let active: Vec<String> = active.iter().map(|s| s.to_string()).collect();
+            if flowinit::config::unit::profiles_allow(&profiles, &active) {
+                on.push(path.file_stem().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        on.sort();
+        on
+    };
+    assert_eq!(on_in(&["worker"]), ["data-dirs", "db-migrate", "flowise-worker", "redis-check"]);
+    assert_eq!(
+        on_in(&["queue"]),
+        ["data-dirs", "db-migrate", "flowise", "flowise-ui", "redis-check", "router", "seed-admin"]
+    );
+    assert_eq!(on_in(&[]), ["data-dirs", "db-migrate", "flowise", "flowise-ui", "router", "seed-admin"]);
+    assert_eq!(
+        on_in(&["dev", "redis", "queue"]),
+        [
+            "data-dirs",
+            "db-migrate",
+            "flowise",
+            "flowise-ui",
+            "postgres",
+            "postgres-setup",
+            "redis",
+            "redis-check",
+            "router",
+            "seed-admin"
+        ]
+    );
 }

@@ -374,7 +374,7 @@ env -i "${COMMON_ENV[@]}" "FLOWSTACK_DATA=$TMP/data" DATABASE_PASSWORD= \
   timeout 30 "$FLOWINIT" up --units "$UNITS" --socket "$TMP/no-db.sock" >/dev/null 2>"$NODB_ERR" </dev/null
 NODB_RC=$?
 check "up without DATABASE_HOST and DATABASE_PASSWORD exits 2" test "$NODB_RC" = 2
-check "  ...naming DATABASE_HOST" grep -q 'flowise.toml:21:[0-9]*: unit flowise: variable ${DATABASE_HOST} is required (not set or empty)' "$NODB_ERR"
+check "  ...naming DATABASE_HOST" grep -q 'flowise.toml:[0-9]*:[0-9]*: unit flowise: variable ${DATABASE_HOST} is required (not set or empty)' "$NODB_ERR"
 check "  ...naming DATABASE_PASSWORD" grep -q 'unit flowise: variable ${DATABASE_PASSWORD} is required (not set or empty)' "$NODB_ERR"
 check "  ...and started nothing (no data dir)" test ! -e "$TMP/data/flowise"
 

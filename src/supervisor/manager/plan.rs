@@ -146,12 +146,13 @@ impl Slot {
     }
 
     /// Takes `unit` as the slot's definition, fresh for a first start.
+    /// (A unit that is off is shown with why: [`disabled_reason`].)
     fn define(&mut self, unit: Arc<Unit>) {
         self.supervised = unit.enabled && (unit.service.is_some() || unit.router.is_some());
         self.status = if self.supervised {
             UnitStatus::new(State::Inactive, None)
         } else {
-            UnitStatus::new(State::Disabled, Some(format!("disabled (profile {})", unit.profiles.join(", "))))
+            UnitStatus::new(State::Disabled, Some(disabled_reason(&unit.profiles)))
         };
         self.unit = unit;
         self.reset_for_start();
@@ -899,5 +900,18 @@ fn describe_wait(name: &str, dep: &Slot) -> String {
     match dep.status.state {
         State::Stopped if dep.held_by_operator => format!("{name} (stopped by an operator)"),
         _ => name.to_string(),
+    }
+}
+
+/// Why a unit is off, from its `profiles`: `disabled (profile dev)` for the
+/// profiles that turn it on, `not in profile worker` for the `!worker`s.
+fn disabled_reason(profiles: &[String]) -> String {
+    let (off, on): (Vec<&String>, Vec<&String>) = profiles.iter().partition(|p| p.starts_with('!'));
+    let on = on.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ");
+    let off = off.iter().map(|p| &p[1..]).collect::<Vec<_>>().join(", ");
+    match (on.is_empty(), off.is_empty()) {
+        (false, true) => format!("disabled (profile {on})"),
+        (true, false) => format!("disabled (not in profile {off})"),
+        _ => format!("disabled (profile {on}; not in profile {off})"),
     }
 }
