@@ -430,6 +430,8 @@ DOWN_PID=$!
 check "worker: no router, no UI, no seed-admin (shown disabled)" bash -c '
   for u in router flowise-ui seed-admin flowise; do [ "$("$0" status --json --socket "$1" | node -e "let s=\"\";process.stdin.on(\"data\",d=>s+=d).on(\"end\",()=>console.log(JSON.parse(s).units.find(u=>u.name===process.argv[1]).state))" "$u")" = disabled ] || exit 1; done' \
   "$FLOWINIT" "$TMP/w.sock"
+ctl a status >"$TMP/status-a.txt" 2>&1
+ctl w status >"$TMP/status-w.txt" 2>&1
 check "A: all units healthy (status --quiet)" ctl a status --quiet
 check "B: all units healthy (status --quiet)" ctl b status --quiet
 SEEDED=$(cat "$TMP/a-1.log" "$TMP/b-1.log" | count /dev/stdin "seed-admin.*created the admin account")
@@ -588,6 +590,11 @@ LINKS=()
 check "no network namespace of the run is left" bash -c '! ip netns list | grep -q "^fsq$1"' _ "$ID"
 check "no veth or bridge of the run is left" bash -c '! ip -o link show | grep -q ": fsq$1"' _ "$ID"
 
+say ""
+say "status of replica A (queue role):"
+sed 's/^/  /' "$TMP/status-a.txt"
+say "status of the worker (worker role):"
+sed 's/^/  /' "$TMP/status-w.txt"
 say ""
 say "timings: ping 200 from start, fresh database: A $PING_A s, B $PING_B s (worker ready $WORKER_READY s); after the restart: A $PING_A2 s, B $PING_B2 s"
 say "timings: prediction round trip through B (worker on Redis): $PREDICT1 s; worker drain on SIGTERM with a 6 s job in hand: $DRAIN s"
