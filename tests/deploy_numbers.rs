@@ -1,9 +1,15 @@
 //! The FlowStack recipes agree with each other and with the unit files:
-//! docs/deploy.md "The numbers". The Dockerfile's HEALTHCHECK, the ECS task
-//! definition and service, and the Kubernetes pod spec in docs/deploy.md
-//! must give Flowise its whole readiness `start_timeout` before a failing
-//! health check counts, and the orchestrators' grace must leave 2 s after
-//! flowinit's shutdown budget.
+//! docs/deploy.md "The numbers". The source of the numbers is the Terraform
+//! module's variable defaults (deploy/terraform/modules/flowstack): the
+//! Dockerfile's HEALTHCHECK, the rendered ECS task definition and service
+//! shown in docs/deploy.md, its table, and the Kubernetes pod spec (in
+//! docs/deploy.md and deploy/kubernetes/) must agree with them. Flowise gets
+//! its whole readiness `start_timeout` before a failing health check
+//! counts, the orchestrators' grace leaves 2 s after flowinit's shutdown
+//! budget, the ALB's deregistration delay plus the router's drain fit in the
+//! budget, and the ALB's idle timeout stays below the router's
+//! header_timeout. (The module's own `terraform test` checks the same
+//! relations on the planned resources.)
 
 use regex::Regex;
 use std::path::Path;
@@ -27,6 +33,23 @@ fn one(what: &str, text: &str, pattern: &str) -> u64 {
     found[0]
 }
 
+const TF_MODULE: &str = "deploy/terraform/modules/flowstack";
+
+/// The default of `variable "name"` in the module's variables.tf (a number).
+fn tf_default(name: &str) -> u64 {
+    let vars = read(&format!("{TF_MODULE}/variables.tf"));
+    let start =
+        vars.find(&format!("variable \"{name}\" {{")).unwrap_or_else(|| panic!("variable {name} in variables.tf"));
+    let block = &vars[start..];
+    let block = &block[..block[1..].find("\nvariable \"").map_or(block.len(), |i| i + 1)];
+    one(&format!("default of {name}"), block, r"\n  default\s*=\s*(\d+)")
+}
+
+/// A number in the module's locals: `key = N` in main.tf.
+fn tf_local(key: &str) -> u64 {
+    one(&format!("local {key}"), &read(&format!("{TF_MODULE}/main.tf")), &format!(r"\n\s*{key}\s*=\s*(\d+)"))
+}
+
 fn flowise_start_timeout() -> Duration {
     let unit: toml::Table = toml::from_str(&read("units/flowise.toml")).unwrap();
     let s = unit["readiness"]["start_timeout"].as_str().unwrap();
@@ -38,10 +61,22 @@ fn health_checks_wait_for_flowise_first_boot_everywhere() {
     let start_timeout = flowise_start_timeout().as_secs();
     let dockerfile = read("Dockerfile");
     let deploy = read("docs/deploy.md");
-    let start_period = one("Dockerfile HEALTHCHECK", &dockerfile, r"--start-period=(\d+)s");
+    // Terraform: flowise_start_timeout (the unit's) + 20 s is the startPeriod.
+    assert_eq!(
+        tf_default("flowise_start_timeout"),
+        start_timeout,
+        "variable flowise_start_timeout vs units/flowise.toml"
+    );
+    let main_tf = read(&format!("{TF_MODULE}/main.tf"));
     assert!(
-        start_period >= start_timeout + 20,
-        "HEALTHCHECK --start-period={start_period}s must cover Flowise's start_timeout ({start_timeout}s) + 20s"
+        main_tf.contains("startPeriod = var.flowise_start_timeout + 20"),
+        "main.tf: startPeriod = var.flowise_start_timeout + 20"
+    );
+    let start_period = tf_default("flowise_start_timeout") + 20;
+    assert_eq!(
+        one("Dockerfile HEALTHCHECK", &dockerfile, r"--start-period=(\d+)s"),
+        start_period,
+        "HEALTHCHECK --start-period must be the module's startPeriod (Flowise's start_timeout {start_timeout}s + 20s)"
     );
     assert_eq!(one("ECS healthCheck", &deploy, r#""startPeriod": (\d+)"#), start_period, "ECS startPeriod");
     assert_eq!(
@@ -63,21 +98,82 @@ fn health_checks_wait_for_flowise_first_boot_everywhere() {
         deploy.contains(&format!("| {start_period} s | Flowise's `start_timeout` + 20 s |")),
         "table: start period"
     );
-    // Interval, timeout and retries: the Dockerfile's and ECS's agree.
+    // Interval, timeout and retries: the module's, the Dockerfile's and the
+    // rendered ECS task definition in deploy.md agree.
     for (flag, key) in [("interval", "interval"), ("timeout", "timeout"), ("retries", "retries")] {
+        let tf = tf_local(key);
         let docker = one("Dockerfile", &dockerfile, &format!(r"--{flag}=(\d+)s?\b"));
         let ecs = one("ECS", &deploy, &format!(r#""{key}": (\d+)"#));
-        assert_eq!(docker, ecs, "HEALTHCHECK --{flag} vs ECS healthCheck.{key}");
+        assert_eq!(docker, tf, "HEALTHCHECK --{flag} vs the module's health_check.{key}");
+        assert_eq!(ecs, tf, "deploy.md healthCheck.{key} vs the module's health_check.{key}");
     }
 }
 
 #[test]
 fn orchestrators_grace_is_the_budget_plus_two_seconds() {
     let deploy = read("docs/deploy.md");
-    let budget = one("FLOWINIT_SHUTDOWN_TIMEOUT", &deploy, r#"FLOWINIT_SHUTDOWN_TIMEOUT"?, "?value"?:? "(\d+)s""#);
+    let budget = tf_default("shutdown_budget");
+    let main_tf = read(&format!("{TF_MODULE}/main.tf"));
+    assert!(main_tf.contains("stop_timeout = var.shutdown_budget + 2"), "main.tf: stopTimeout = budget + 2");
+    assert!(
+        read(&format!("{TF_MODULE}/main.tf")).contains(r#"FLOWINIT_SHUTDOWN_TIMEOUT = "${var.shutdown_budget}s""#),
+        "main.tf: FLOWINIT_SHUTDOWN_TIMEOUT from shutdown_budget"
+    );
+    assert_eq!(
+        one("FLOWINIT_SHUTDOWN_TIMEOUT", &deploy, r#"FLOWINIT_SHUTDOWN_TIMEOUT"?, "?value"?:? "(\d+)s""#),
+        budget,
+        "deploy.md FLOWINIT_SHUTDOWN_TIMEOUT vs shutdown_budget"
+    );
     assert_eq!(one("ECS stopTimeout", &deploy, r#""stopTimeout": (\d+)"#), budget + 2);
+    assert!(budget + 2 <= 120, "Fargate's stopTimeout is at most 120 s");
     assert_eq!(one("Kubernetes grace", &deploy, r"terminationGracePeriodSeconds: (\d+)"), budget + 2);
     assert!(deploy.contains(&format!("| `FLOWINIT_SHUTDOWN_TIMEOUT` | {budget} s |")), "table: budget");
+    assert!(
+        deploy
+            .contains(&format!("| ECS `stopTimeout`, Kubernetes `terminationGracePeriodSeconds` | {} s |", budget + 2)),
+        "table: stopTimeout"
+    );
+    // The Kubernetes manifests (deploy/kubernetes/) use the same budget.
+    let k8s_main = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/deployment-main.yaml");
+    if k8s_main.exists() {
+        let k8s = std::fs::read_to_string(k8s_main).unwrap();
+        assert_eq!(
+            one("k8s grace", &k8s, r"terminationGracePeriodSeconds: (\d+)"),
+            budget + 2,
+            "deploy/kubernetes grace"
+        );
+        assert_eq!(
+            one("k8s budget", &k8s, r#"FLOWINIT_SHUTDOWN_TIMEOUT\s+value: "?(\d+)s"#),
+            budget,
+            "deploy/kubernetes FLOWINIT_SHUTDOWN_TIMEOUT"
+        );
+    }
+}
+
+#[test]
+fn the_albs_deregistration_delay_and_the_routers_drain_fit_in_the_budget() {
+    let drain = tf_default("router_drain");
+    assert_eq!(
+        Duration::from_secs(drain),
+        flowinit::config::unit::DEFAULT_ROUTER_STOP_TIMEOUT,
+        "variable router_drain vs the router's default stop_timeout"
+    );
+    let router: toml::Table = toml::from_str(&read("units/router.toml")).unwrap();
+    assert!(router["router"].get("stop_timeout").is_none(), "the shipped router keeps the default drain");
+    let delay = tf_default("deregistration_delay");
+    let budget = tf_default("shutdown_budget");
+    assert!(delay + drain <= budget, "deregistration_delay {delay} + router drain {drain} > budget {budget}");
+    let deploy = read("docs/deploy.md");
+    assert!(deploy.contains(&format!("| router drain | {drain} s |")), "table: router drain");
+    assert!(
+        deploy.contains(&format!("| ALB target group deregistration delay | {delay} s |")),
+        "table: deregistration delay"
+    );
+    assert!(
+        read(&format!("{TF_MODULE}/alb.tf"))
+            .contains("condition     = var.deregistration_delay + var.router_drain <= var.shutdown_budget"),
+        "alb.tf: the target group's precondition"
+    );
 }
 
 #[test]
@@ -91,6 +187,12 @@ fn the_router_outlives_the_albs_idle_timeout() {
         deploy.contains(&format!("the router's `header_timeout`, {} s", default.as_secs())),
         "deploy.md names the router's header_timeout"
     );
+    // The module: its header_timeout is the router's, and the ALB's idle
+    // timeout (validated against it) stays below.
+    assert_eq!(tf_local("router_header_timeout"), default.as_secs(), "main.tf router_header_timeout");
+    let idle = tf_default("alb_idle_timeout");
+    assert!(idle < default.as_secs(), "alb_idle_timeout {idle} >= header_timeout");
+    assert!(deploy.contains(&format!("| ALB idle timeout | {idle} s |")), "table: idle timeout");
     let router: toml::Table = toml::from_str(&read("units/router.toml")).unwrap();
     assert!(router["router"].get("header_timeout").is_none(), "the shipped router keeps the default");
 }
