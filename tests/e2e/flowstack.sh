@@ -62,17 +62,6 @@ TMP=""
 FLOWINIT_WRAPPER_PID=""  # the `unshare` process
 EXT_PG_PID=""
 
-stop_pid() { # stop_pid PID SIGNAL SECONDS: signal, wait, then SIGKILL
-  local pid=$1 sig=$2 secs=$3 i
-  [ -n "$pid" ] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -s "$sig" "$pid" 2>/dev/null
-  for ((i = 0; i < secs * 10; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -s KILL "$pid" 2>/dev/null
-}
 
 cleanup() {
   local rc=$?
@@ -98,12 +87,6 @@ summary() {
   say "$PASSED passed, $FAILED failed"
 }
 
-child_of() { # the first child of a pid (unshare -f forks flowinit)
-  local c first _rest
-  c=$(cat "/proc/$1/task/$1/children" 2>/dev/null) || return 0
-  read -r first _rest <<<"$c"
-  printf '%s' "${first:-}"
-}
 
 die() { say "SETUP ERROR: $*"; FAILED=$((FAILED + 1)); summary; exit 1; }
 

@@ -77,24 +77,7 @@ PG_PID=""
 NETNS=()
 LINKS=()
 
-stop_pid() { # stop_pid PID SIGNAL SECONDS: signal, wait, then SIGKILL
-  local pid=$1 sig=$2 secs=$3 i
-  [ -n "$pid" ] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -s "$sig" "$pid" 2>/dev/null
-  for ((i = 0; i < secs * 10; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -s KILL "$pid" 2>/dev/null
-}
 
-child_of() { # the first child of a pid (unshare -f forks flowinit)
-  local c first _rest
-  c=$(cat "/proc/$1/task/$1/children" 2>/dev/null) || return 0
-  read -r first _rest <<<"$c"
-  printf '%s' "${first:-}"
-}
 
 cleanup() {
   local rc=$? r ns p
@@ -395,9 +378,9 @@ say "== replicas A ($NET.11), B ($NET.12) and the worker ($NET.13) start togethe
 start_main a "$TMP/a-1.log"
 start_main b "$TMP/b-1.log"
 start_worker "$TMP/w-1.log"
-wait_ping a 300 && pass "A: ping 200 through its router (${PING_SECS} s from start)" || fail "A: ping 200 within 300 s"
+if wait_ping a 300; then pass "A: ping 200 through its router (${PING_SECS} s from start)"; else fail "A: ping 200 within 300 s"; fi
 PING_A=$PING_SECS
-wait_ping b 300 && pass "B: ping 200 through its router (${PING_SECS} s from start)" || fail "B: ping 200 within 300 s"
+if wait_ping b 300; then pass "B: ping 200 through its router (${PING_SECS} s from start)"; else fail "B: ping 200 within 300 s"; fi
 PING_B=$PING_SECS
 if wait_state w flowise-worker ready 300; then
   WORKER_READY=$(elapsed "${STARTED[w]}")
@@ -443,8 +426,8 @@ say "== login on A, flows created on A, seen on B"
 check "login on A" login a
 FAST=fsq-fast-$ID
 SLOW=fsq-slow-$ID
-FAST_ID=$(create_flow a fast "$FAST") && pass "fast flow created on A ($FAST_ID)" || fail "fast flow created on A"
-SLOW_ID=$(create_flow a slow "$SLOW") && pass "slow flow created on A ($SLOW_ID)" || fail "slow flow created on A"
+if FAST_ID=$(create_flow a fast "$FAST"); then pass "fast flow created on A ($FAST_ID)"; else fail "fast flow created on A"; fi
+if SLOW_ID=$(create_flow a slow "$SLOW"); then pass "slow flow created on A ($SLOW_ID)"; else fail "slow flow created on A"; fi
 check "B lists A's flow, with A's session (Redis session store, shared secrets)" flow_listed b "$FAST"
 
 # ---- 4. a prediction through B, run by the worker -------------------------------
@@ -527,9 +510,9 @@ check "Redis ready again (append-only file reused)" wait_state r redis ready 30
 start_main a "$TMP/a-2.log"
 start_main b "$TMP/b-2.log"
 start_worker "$TMP/w-3.log"
-wait_ping a 300 && pass "A: ping 200 again (${PING_SECS} s)" || fail "A: ping 200 after the restart"
+if wait_ping a 300; then pass "A: ping 200 again (${PING_SECS} s)"; else fail "A: ping 200 after the restart"; fi
 PING_A2=$PING_SECS
-wait_ping b 300 && pass "B: ping 200 again (${PING_SECS} s)" || fail "B: ping 200 after the restart"
+if wait_ping b 300; then pass "B: ping 200 again (${PING_SECS} s)"; else fail "B: ping 200 after the restart"; fi
 PING_B2=$PING_SECS
 check "worker ready again" wait_state w flowise-worker ready 300
 check "migrations: all three found the schema current" bash -c '[ "$(cat "$@" | grep -c "db-migrate: schema up to date")" = 3 ]' _ "$TMP/a-2.log" "$TMP/b-2.log" "$TMP/w-3.log"
